@@ -1,0 +1,16 @@
+//! File formats for Lockstep, free of Kubernetes, async runtimes and network clients so that
+//! the `lockstep` CLI stays small and the parsers can be fuzzed in isolation.
+//!
+//! * [`tree`]: the ordered document tree (maps keep key order, comments are items).
+//! * [`yaml`]: YAML loading with the scalar typing of `go.yaml.in/yaml/v3` (what sops uses) and a
+//!   deterministic emitter.
+//! * [`sops`]: the SOPS engine (age key groups, Shamir, MAC, value cipher, stores).
+//! * [`secret`]: zeroizing byte buffers with redacting `Debug`.
+
+pub mod error;
+pub mod secret;
+pub mod sops;
+pub mod tree;
+pub mod yaml;
+
+pub use error::{Error, Result};

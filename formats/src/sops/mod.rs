@@ -1,0 +1,319 @@
+//! A SOPS engine compatible with the files real `sops` reads and writes (age key groups only).
+//!
+//! ```text
+//! decrypt: bytes ─► store::load_encrypted ─► Metadata ─► keys::unwrap_data_key
+//!                ─► walk::decrypt_tree (values + MAC) ─► MAC check ─► Decrypted
+//! encrypt: bytes ─► store::load_plain ─► new data key ─► keys::build_groups
+//!                ─► walk::encrypt_tree (values + MAC) ─► MAC sealed under lastmodified ─► store::emit_encrypted
+//! ```
+//!
+//! Every public function takes the file's display name and puts it in its errors.
+
+pub mod cipher;
+pub mod config;
+pub mod keys;
+pub mod metadata;
+pub mod rules;
+pub mod stores;
+pub mod walk;
+
+use zeroize::Zeroizing;
+
+pub use config::{Config, CreationRule};
+pub use keys::Identities;
+pub use metadata::Metadata;
+pub use rules::Rule;
+pub use stores::Format;
+
+use crate::error::{Error, Result};
+use crate::secret::{DataKey, SecretBytes};
+use crate::tree::{Branch, MapItem, Value};
+use walk::IvStash;
+
+/// Options for [`decrypt`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DecryptOptions {
+    /// Skip the MAC check. For recovering data from a damaged file only.
+    pub ignore_mac: bool,
+}
+
+/// What to encrypt for, and how.
+#[derive(Clone, Debug, Default)]
+pub struct EncryptOptions {
+    /// Recipients per key group; more than one group splits the data key with Shamir.
+    pub key_groups: Vec<Vec<String>>,
+    /// Groups needed to decrypt (default: all).
+    pub shamir_threshold: Option<usize>,
+    /// The encryption rule (default: `unencrypted_suffix: _unencrypted`).
+    pub rule: Option<Rule>,
+    /// Only encrypted values enter the MAC.
+    pub mac_only_encrypted: bool,
+}
+
+impl EncryptOptions {
+    /// Options from a `.sops.yaml` creation rule.
+    pub fn from_creation_rule(r: &CreationRule) -> Self {
+        Self {
+            key_groups: r.key_groups.clone(),
+            shamir_threshold: r.shamir_threshold,
+            rule: r.rule.clone(),
+            mac_only_encrypted: r.mac_only_encrypted,
+        }
+    }
+}
+
+/// A decrypted file. The plaintext tree is wiped when this is dropped.
+pub struct Decrypted {
+    docs: Zeroizing<Vec<Branch>>,
+    metadata: Metadata,
+    format: Format,
+    stash: IvStash,
+    mac_verified: bool,
+}
+
+impl std::fmt::Debug for Decrypted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decrypted")
+            .field("documents", &self.docs.len())
+            .field("format", &self.format)
+            .field("mac_verified", &self.mac_verified)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Decrypted {
+    /// The plaintext documents (each a mapping). Do not log them.
+    pub fn documents(&self) -> &[Branch] {
+        &self.docs
+    }
+
+    /// The file's metadata.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// Whether the MAC was checked (false only with `ignore_mac`).
+    pub fn mac_verified(&self) -> bool {
+        self.mac_verified
+    }
+
+    /// The plaintext written in `format` (the input format when `None`).
+    pub fn to_bytes(&self, format: Option<Format>) -> Result<SecretBytes> {
+        stores::emit_plain(format.unwrap_or(self.format), &self.docs).map(SecretBytes::new)
+    }
+}
+
+impl zeroize::Zeroize for Decrypted {
+    fn zeroize(&mut self) {
+        self.docs.iter_mut().for_each(zeroize::Zeroize::zeroize);
+    }
+}
+
+/// Decrypts a SOPS file and verifies its MAC (unless told not to).
+pub fn decrypt(name: &str, bytes: &[u8], format: Format, ids: &Identities, opts: DecryptOptions) -> Result<Decrypted> {
+    decrypt_inner(bytes, format, ids, opts).map(|(d, _)| d).map_err(|e| e.in_file(name))
+}
+
+fn decrypt_inner(bytes: &[u8], format: Format, ids: &Identities, opts: DecryptOptions) -> Result<(Decrypted, DataKey)> {
+    let (docs, meta_value) = stores::load_encrypted(format, bytes)?;
+    let mut docs = Zeroizing::new(docs);
+    let metadata = Metadata::from_value(&meta_value)?;
+    if ids.is_empty() {
+        return Err(Error::NoIdentities { skipped: ids.skipped().to_vec() });
+    }
+    let key = keys::unwrap_data_key(&metadata, ids)?;
+    let mut stash = IvStash::default();
+    let mac = walk::decrypt_tree(
+        &mut docs,
+        &key,
+        &metadata.effective_rule(),
+        metadata.mac_only_encrypted,
+        Some(&mut stash),
+    )?;
+    if !opts.ignore_mac {
+        verify_mac(&metadata, &key, &mac)?;
+    }
+    Ok((Decrypted { docs, metadata, format, stash, mac_verified: !opts.ignore_mac }, key))
+}
+
+fn verify_mac(metadata: &Metadata, key: &DataKey, computed: &str) -> Result<()> {
+    if metadata.mac.is_empty() {
+        return Err(Error::MacMismatch);
+    }
+    let (stored, _) = cipher::decrypt(&metadata.mac, key, metadata.lastmodified.as_bytes())
+        .map_err(|_| Error::MacUndecryptable)?;
+    if stored.as_slice() != computed.as_bytes() {
+        return Err(Error::MacMismatch);
+    }
+    Ok(())
+}
+
+/// Encrypts a plaintext file.
+pub fn encrypt(name: &str, bytes: &[u8], format: Format, opts: &EncryptOptions) -> Result<String> {
+    encrypt_inner(bytes, format, opts).map_err(|e| e.in_file(name))
+}
+
+fn encrypt_inner(bytes: &[u8], format: Format, opts: &EncryptOptions) -> Result<String> {
+    let docs = Zeroizing::new(stores::load_plain(format, bytes)?);
+    for d in docs.iter() {
+        let has_meta = d.iter().any(|i| match i {
+            MapItem::Entry(k, _) => k == "sops" || (format == Format::Dotenv && k.starts_with("sops_")),
+            MapItem::Comment(_) => false,
+        });
+        if has_meta {
+            return Err(Error::AlreadyEncrypted);
+        }
+    }
+    let key = DataKey::generate();
+    let key_groups = keys::build_groups(&opts.key_groups, opts.shamir_threshold, &key)?;
+    let (rule, mac_only) = if format == Format::Binary {
+        // sops ignores rules for binary files: the one `data` value is always encrypted.
+        (None, false)
+    } else {
+        (opts.rule.clone(), opts.mac_only_encrypted)
+    };
+    if rule.as_ref().is_some_and(Rule::uses_comments) && format != Format::Yaml && format != Format::Dotenv {
+        return Err(Error::Emit {
+            format: format.name(),
+            message: "comment rules need a format with comments (YAML or dotenv)".into(),
+        });
+    }
+    let shamir_threshold = (key_groups.len() > 1).then(|| opts.shamir_threshold.unwrap_or(key_groups.len()));
+    let mut metadata = Metadata {
+        key_groups,
+        shamir_threshold,
+        rule,
+        mac_only_encrypted: mac_only,
+        lastmodified: String::new(),
+        mac: String::new(),
+        version: metadata::FORMAT_VERSION.into(),
+    };
+    seal(docs, format, &mut metadata, &key, None)
+}
+
+/// Encrypts `docs` under `key`, stamps `lastmodified` and the MAC into `metadata`, and writes
+/// the file.
+fn seal(
+    mut docs: Zeroizing<Vec<Branch>>,
+    format: Format,
+    metadata: &mut Metadata,
+    key: &DataKey,
+    stash: Option<&IvStash>,
+) -> Result<String> {
+    let mac = walk::encrypt_tree(&mut docs, key, &metadata.effective_rule(), metadata.mac_only_encrypted, stash)?;
+    metadata.lastmodified = now_rfc3339();
+    metadata.mac =
+        cipher::encrypt(mac.as_bytes(), cipher::ValueType::Str, key, metadata.lastmodified.as_bytes(), &cipher::random_iv())
+            .map_err(|_| Error::Age("could not seal the MAC".into()))?;
+    stores::emit_encrypted(format, &docs, &metadata.to_value())
+}
+
+fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    )
+}
+
+/// Re-wraps the data key for new key groups, leaving values, MAC and `lastmodified` untouched
+/// (`sops updatekeys`). Returns `None` when the file already has exactly these recipients.
+pub fn update_keys(
+    name: &str,
+    bytes: &[u8],
+    format: Format,
+    ids: &Identities,
+    groups: &[Vec<String>],
+    shamir_threshold: Option<usize>,
+) -> Result<Option<String>> {
+    (|| {
+        let (docs, meta_value) = stores::load_encrypted(format, bytes)?;
+        let mut metadata = Metadata::from_value(&meta_value)?;
+        let current: Vec<Vec<String>> =
+            metadata.key_groups.iter().map(|g| g.age.iter().map(|a| a.recipient.clone()).collect()).collect();
+        let normalized: Vec<Vec<String>> = groups
+            .iter()
+            .map(|g| g.iter().map(|r| keys::parse_recipient(r).map(|p| p.to_string())).collect::<Result<_>>())
+            .collect::<Result<_>>()?;
+        let want_threshold = (groups.len() > 1).then(|| shamir_threshold.unwrap_or(groups.len()).min(groups.len()));
+        let have_threshold = (metadata.key_groups.len() > 1).then(|| metadata.threshold());
+        let others = metadata.key_groups.iter().any(|g| g.other_count() > 0);
+        if same_groups(&current, &normalized) && want_threshold == have_threshold && !others {
+            return Ok(None);
+        }
+        if ids.is_empty() {
+            return Err(Error::NoIdentities { skipped: ids.skipped().to_vec() });
+        }
+        let key = keys::unwrap_data_key(&metadata, ids)?;
+        metadata.key_groups = keys::build_groups(&normalized, want_threshold, &key)?;
+        metadata.shamir_threshold = want_threshold;
+        stores::emit_encrypted(format, &docs, &metadata.to_value()).map(Some)
+    })()
+    .map_err(|e: Error| e.in_file(name))
+}
+
+fn same_groups(a: &[Vec<String>], b: &[Vec<String>]) -> bool {
+    let norm = |g: &[Vec<String>]| -> Vec<Vec<String>> {
+        g.iter()
+            .map(|x| {
+                let mut x = x.clone();
+                x.sort();
+                x
+            })
+            .collect()
+    };
+    norm(a) == norm(b)
+}
+
+/// Options for [`rotate`].
+#[derive(Clone, Debug, Default)]
+pub struct RotateOptions {
+    /// Recipients to add to the first key group.
+    pub add_age: Vec<String>,
+    /// Recipients to remove from every group.
+    pub rm_age: Vec<String>,
+}
+
+/// Generates a new data key, re-encrypts every value with it, and re-wraps it for the file's
+/// recipients (`sops rotate`). Unchanged values keep their IVs.
+pub fn rotate(name: &str, bytes: &[u8], format: Format, ids: &Identities, opts: &RotateOptions) -> Result<String> {
+    (|| {
+        let (decrypted, _old) = decrypt_inner(bytes, format, ids, DecryptOptions::default())?;
+        let mut metadata = decrypted.metadata.clone();
+        if metadata.key_groups.iter().any(|g| g.other_count() > 0) {
+            return Err(Error::Metadata {
+                field: "key_groups".into(),
+                message: "the file has non-age master keys (kms/pgp/vault) that lockstep cannot re-wrap".into(),
+            });
+        }
+        let rm: Vec<String> = opts.rm_age.iter().map(|r| r.trim().to_owned()).collect();
+        let mut groups: Vec<Vec<String>> = metadata
+            .key_groups
+            .iter()
+            .map(|g| g.age.iter().map(|a| a.recipient.clone()).filter(|r| !rm.contains(r)).collect())
+            .collect();
+        if let Some(first) = groups.first_mut() {
+            for r in &opts.add_age {
+                let r = keys::parse_recipient(r)?.to_string();
+                if !first.contains(&r) {
+                    first.push(r);
+                }
+            }
+        }
+        let key = DataKey::generate();
+        metadata.key_groups = keys::build_groups(&groups, metadata.shamir_threshold, &key)?;
+        let docs = Zeroizing::new(decrypted.docs.to_vec());
+        seal(docs, format, &mut metadata, &key, Some(&decrypted.stash))
+    })()
+    .map_err(|e: Error| e.in_file(name))
+}
+
+/// Whether a loaded document carries SOPS metadata (a top-level `sops` mapping with a `mac`).
+pub fn is_encrypted_document(doc: &Branch) -> bool {
+    matches!(crate::tree::get(doc, "sops"), Some(v @ Value::Map(_)) if v.get("mac").is_some())
+}
