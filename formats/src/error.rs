@@ -218,7 +218,10 @@ impl Error {
     pub fn in_file(self, file: impl Into<String>) -> Self {
         match self {
             e @ Error::InFile { .. } => e,
-            e => Error::InFile { file: file.into(), source: Box::new(e) },
+            e => Error::InFile {
+                file: file.into(),
+                source: Box::new(e),
+            },
         }
     }
 

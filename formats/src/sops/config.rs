@@ -52,17 +52,26 @@ impl Config {
 
     /// Reads a config file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.into(),
+            source,
+        })?;
         Self::parse(path, &text)
     }
 
     /// Parses config text; `path` is used for messages and to relativise file paths.
     pub fn parse(path: &Path, text: &str) -> Result<Self> {
         let file = path.display().to_string();
-        let err = |message: String| Error::Config { file: file.clone(), message };
+        let err = |message: String| Error::Config {
+            file: file.clone(),
+            message,
+        };
         let docs = crate::yaml::load_mappings(text).map_err(|e| err(e.to_string()))?;
         let Some(doc) = docs.first() else {
-            return Ok(Self { path: path.into(), creation_rules: Vec::new() });
+            return Ok(Self {
+                path: path.into(),
+                creation_rules: Vec::new(),
+            });
         };
         let rules = match get(doc, "creation_rules") {
             Some(Value::Seq(items)) => items.as_slice(),
@@ -75,25 +84,35 @@ impl Config {
             .enumerate()
             .map(|(i, r)| parse_rule(r).map_err(|m| err(format!("creation_rules[{i}]: {m}"))))
             .collect::<Result<_>>()?;
-        Ok(Self { path: path.into(), creation_rules })
+        Ok(Self {
+            path: path.into(),
+            creation_rules,
+        })
     }
 
     /// The first rule whose `path_regex` matches `file` (made absolute, then relative to the
     /// config's directory when inside it).
     pub fn rule_for(&self, file: &Path) -> Option<&CreationRule> {
         let abs = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
-        let dir = self.path.parent().map(|d| std::path::absolute(d).unwrap_or_else(|_| d.to_path_buf()));
+        let dir = self
+            .path
+            .parent()
+            .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.to_path_buf()));
         let rel = match &dir {
             Some(d) => abs.strip_prefix(d).map(Path::to_path_buf).unwrap_or(abs.clone()),
             None => abs.clone(),
         };
         let rel = rel.to_string_lossy();
-        self.creation_rules.iter().find(|r| r.path_regex.as_ref().is_none_or(|re| re.is_match(&rel)))
+        self.creation_rules
+            .iter()
+            .find(|r| r.path_regex.as_ref().is_none_or(|re| re.is_match(&rel)))
     }
 }
 
 fn parse_rule(v: &Value) -> std::result::Result<CreationRule, String> {
-    let Value::Map(items) = v else { return Err("must be a mapping".into()) };
+    let Value::Map(items) = v else {
+        return Err("must be a mapping".into());
+    };
     let text = |name: &str| -> std::result::Result<Option<String>, String> {
         match get(items, name) {
             None | Some(Value::Null) => Ok(None),
@@ -106,16 +125,21 @@ fn parse_rule(v: &Value) -> std::result::Result<CreationRule, String> {
     let path_regex = text("path_regex")?
         .map(|p| Regex::new(&p).map_err(|e| format!("`path_regex`: {e}")))
         .transpose()?;
-    let rule_values: Vec<(&str, String)> =
-        RULE_FIELDS.iter().map(|f| Ok((*f, text(f)?.unwrap_or_default()))).collect::<Result<_, String>>()?;
-    let rule = Rule::from_fields(rule_values.iter().map(|(f, v)| (*f, v.as_str()))).map_err(|e| e.to_string())?;
+    let rule_values: Vec<(&str, String)> = RULE_FIELDS
+        .iter()
+        .map(|f| Ok((*f, text(f)?.unwrap_or_default())))
+        .collect::<Result<_, String>>()?;
+    let rule =
+        Rule::from_fields(rule_values.iter().map(|(f, v)| (*f, v.as_str()))).map_err(|e| e.to_string())?;
     let key_groups = match get(items, "key_groups") {
         Some(Value::Seq(groups)) if !groups.is_empty() => groups
             .iter()
             .filter(|g| !matches!(g, Value::Comment(_)))
             .enumerate()
             .map(|(i, g)| {
-                let Value::Map(gi) = g else { return Err(format!("key_groups[{i}] must be a mapping")) };
+                let Value::Map(gi) = g else {
+                    return Err(format!("key_groups[{i}] must be a mapping"));
+                };
                 let age = recipients(get(gi, "age")).map_err(|m| format!("key_groups[{i}].age {m}"))?;
                 if age.is_empty() {
                     return Err(format!(
@@ -131,11 +155,20 @@ fn parse_rule(v: &Value) -> std::result::Result<CreationRule, String> {
         }
     };
     let shamir_threshold = match text("shamir_threshold")? {
-        Some(t) => Some(t.parse().map_err(|_| "`shamir_threshold` must be an integer".to_string())?),
+        Some(t) => Some(
+            t.parse()
+                .map_err(|_| "`shamir_threshold` must be an integer".to_string())?,
+        ),
         None => None,
     };
     let mac_only_encrypted = matches!(text("mac_only_encrypted")?.as_deref(), Some("true" | "True"));
-    Ok(CreationRule { path_regex, key_groups, shamir_threshold, rule, mac_only_encrypted })
+    Ok(CreationRule {
+        path_regex,
+        key_groups,
+        shamir_threshold,
+        rule,
+        mac_only_encrypted,
+    })
 }
 
 /// `age:` as a comma-separated string or a list.
@@ -143,11 +176,21 @@ fn recipients(v: Option<&Value>) -> std::result::Result<Vec<String>, String> {
     let mut out = Vec::new();
     match v {
         None | Some(Value::Null) => {}
-        Some(Value::Str(s)) => out.extend(s.split(',').map(str::trim).filter(|r| !r.is_empty()).map(String::from)),
+        Some(Value::Str(s)) => out.extend(
+            s.split(',')
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .map(String::from),
+        ),
         Some(Value::Seq(items)) => {
             for i in items {
                 match i {
-                    Value::Str(s) => out.extend(s.split(',').map(str::trim).filter(|r| !r.is_empty()).map(String::from)),
+                    Value::Str(s) => out.extend(
+                        s.split(',')
+                            .map(str::trim)
+                            .filter(|r| !r.is_empty())
+                            .map(String::from),
+                    ),
                     Value::Comment(_) => {}
                     _ => return Err("must list recipient strings".into()),
                 }

@@ -21,7 +21,12 @@ pub struct Identities {
 
 impl std::fmt::Debug for Identities {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Identities({} keys, {} skipped)", self.keys.len(), self.skipped.len())
+        write!(
+            f,
+            "Identities({} keys, {} skipped)",
+            self.keys.len(),
+            self.skipped.len()
+        )
     }
 }
 
@@ -51,9 +56,12 @@ impl Identities {
             for token in line.split_whitespace() {
                 let unsupported = |what: &str| format!("{source} line {lineno}: unsupported key type {what}");
                 if token.starts_with("AGE-SECRET-KEY-PQ-1") {
-                    self.skipped.push(unsupported("AGE-SECRET-KEY-PQ-1 (post-quantum ML-KEM-768+X25519)"));
+                    self.skipped.push(unsupported(
+                        "AGE-SECRET-KEY-PQ-1 (post-quantum ML-KEM-768+X25519)",
+                    ));
                 } else if token.starts_with("AGE-PLUGIN-") {
-                    self.skipped.push(unsupported("AGE-PLUGIN-... (age plugin identities)"));
+                    self.skipped
+                        .push(unsupported("AGE-PLUGIN-... (age plugin identities)"));
                 } else if token.starts_with("AGE-SECRET-KEY-1") {
                     let id = age::x25519::Identity::from_str(token).map_err(|_| Error::Identity {
                         source_name: source.into(),
@@ -62,11 +70,13 @@ impl Identities {
                     })?;
                     self.keys.push(id);
                 } else if token == "-----BEGIN" && line.contains("AGE ENCRYPTED FILE") {
-                    self.skipped.push(unsupported("passphrase-protected identity file"));
+                    self.skipped
+                        .push(unsupported("passphrase-protected identity file"));
                     in_armor = true;
                     break;
                 } else if token == "-----BEGIN" {
-                    self.skipped.push(unsupported("SSH or PEM private key (use an age X25519 identity)"));
+                    self.skipped
+                        .push(unsupported("SSH or PEM private key (use an age X25519 identity)"));
                     in_armor = true;
                     break;
                 } else {
@@ -83,9 +93,10 @@ impl Identities {
 
     /// Reads identities from a file.
     pub fn add_file(&mut self, path: &Path) -> Result<usize> {
-        let text = Zeroizing::new(
-            std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.into(), source })?,
-        );
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.into(),
+            source,
+        })?);
         self.add_text(&path.display().to_string(), &text)
     }
 
@@ -157,7 +168,9 @@ impl Identities {
     fn open(&self, enc: &str) -> Option<Zeroizing<Vec<u8>>> {
         let reader = ArmoredReader::new(enc.trim_start().as_bytes());
         let dec = age::Decryptor::new_buffered(reader).ok()?;
-        let mut r = dec.decrypt(self.keys.iter().map(|k| k as &dyn age::Identity)).ok()?;
+        let mut r = dec
+            .decrypt(self.keys.iter().map(|k| k as &dyn age::Identity))
+            .ok()?;
         let mut out = Zeroizing::new(Vec::with_capacity(33));
         r.read_to_end(&mut out).ok()?;
         Some(out)
@@ -182,10 +195,15 @@ pub fn parse_recipient(r: &str) -> Result<age::x25519::Recipient> {
         });
     }
     if r.starts_with("ssh-") {
-        return Err(Error::Recipient { recipient: r.into(), reason: "unsupported key type: SSH recipients".into() });
+        return Err(Error::Recipient {
+            recipient: r.into(),
+            reason: "unsupported key type: SSH recipients".into(),
+        });
     }
-    age::x25519::Recipient::from_str(r)
-        .map_err(|e| Error::Recipient { recipient: r.into(), reason: e.to_string() })
+    age::x25519::Recipient::from_str(r).map_err(|e| Error::Recipient {
+        recipient: r.into(),
+        reason: e.to_string(),
+    })
 }
 
 /// Wraps `secret` for one recipient as an armoured age file (one file per recipient, as sops).
@@ -204,12 +222,19 @@ pub fn wrap(recipient: &str, secret: &[u8]) -> Result<AgeEntry> {
     if !text.ends_with('\n') {
         text.push('\n');
     }
-    Ok(AgeEntry { recipient: rcpt.to_string(), enc: text })
+    Ok(AgeEntry {
+        recipient: rcpt.to_string(),
+        enc: text,
+    })
 }
 
 /// Builds key groups for `groups` (recipient lists) around `key`, splitting it with Shamir when
 /// there is more than one group.
-pub fn build_groups(groups: &[Vec<String>], threshold: Option<usize>, key: &DataKey) -> Result<Vec<KeyGroup>> {
+pub fn build_groups(
+    groups: &[Vec<String>],
+    threshold: Option<usize>,
+    key: &DataKey,
+) -> Result<Vec<KeyGroup>> {
     if groups.is_empty() || groups.iter().all(Vec::is_empty) {
         return Err(Error::NoRecipients);
     }
@@ -243,9 +268,15 @@ pub fn unwrap_data_key(meta: &Metadata, ids: &Identities) -> Result<DataKey> {
         let mut skipped = ids.skipped.clone();
         let others: usize = meta.key_groups.iter().map(KeyGroup::other_count).sum();
         if others > 0 {
-            skipped.push(format!("{others} non-age master key(s) in the file (kms/pgp/vault) are not supported"));
+            skipped.push(format!(
+                "{others} non-age master key(s) in the file (kms/pgp/vault) are not supported"
+            ));
         }
-        Error::NoIdentityMatched { tried: ids.len(), stanzas: meta.age_entry_count(), skipped }
+        Error::NoIdentityMatched {
+            tried: ids.len(),
+            stanzas: meta.age_entry_count(),
+            skipped,
+        }
     };
     if parts.is_empty() {
         return Err(no_match());
@@ -255,7 +286,10 @@ pub fn unwrap_data_key(meta: &Metadata, ids: &Identities) -> Result<DataKey> {
     } else {
         let need = meta.threshold();
         if parts.len() < need {
-            return Err(Error::NotEnoughShares { got: parts.len(), need });
+            return Err(Error::NotEnoughShares {
+                got: parts.len(),
+                need,
+            });
         }
         shamir::combine(&parts)?
     };
@@ -306,8 +340,9 @@ pub mod shamir {
                 message: format!("must be between 2 and the number of key groups ({parts})"),
             });
         }
-        let mut shares: Vec<Zeroizing<Vec<u8>>> =
-            (0..parts).map(|_| Zeroizing::new(Vec::with_capacity(secret.len() + 1))).collect();
+        let mut shares: Vec<Zeroizing<Vec<u8>>> = (0..parts)
+            .map(|_| Zeroizing::new(Vec::with_capacity(secret.len() + 1)))
+            .collect();
         let mut coeffs = Zeroizing::new(vec![0u8; threshold]);
         for &byte in secret {
             coeffs[0] = byte;
@@ -329,7 +364,10 @@ pub mod shamir {
 
     /// Rebuilds the secret from shares by Lagrange interpolation at zero.
     pub fn combine(shares: &[Zeroizing<Vec<u8>>]) -> Result<Zeroizing<Vec<u8>>> {
-        let bad = |m: &str| Error::Metadata { field: "key_groups".into(), message: m.into() };
+        let bad = |m: &str| Error::Metadata {
+            field: "key_groups".into(),
+            message: m.into(),
+        };
         if shares.len() < 2 {
             return Err(bad("at least two key group shares are needed"));
         }
@@ -369,7 +407,12 @@ pub mod shamir {
             let secret: Vec<u8> = (0..32).collect();
             let shares = split(&secret, 4, 3).unwrap();
             for skip in 0..4 {
-                let subset: Vec<_> = shares.iter().enumerate().filter(|(i, _)| *i != skip).map(|(_, s)| s.clone()).collect();
+                let subset: Vec<_> = shares
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != skip)
+                    .map(|(_, s)| s.clone())
+                    .collect();
                 assert_eq!(&combine(&subset).unwrap()[..], &secret[..]);
             }
             let two: Vec<_> = shares[..2].to_vec();

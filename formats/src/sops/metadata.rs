@@ -35,7 +35,10 @@ pub struct KeyGroup {
 impl KeyGroup {
     /// Number of non-age master keys.
     pub fn other_count(&self) -> usize {
-        self.other.iter().map(|(_, v)| if let Value::Seq(s) = v { s.len() } else { 1 }).sum()
+        self.other
+            .iter()
+            .map(|(_, v)| if let Value::Seq(s) = v { s.len() } else { 1 })
+            .sum()
     }
 }
 
@@ -97,12 +100,21 @@ impl Metadata {
                 .collect::<Result<Vec<_>>>()?,
             _ => vec![parse_group(items, "")?],
         };
-        if key_groups.iter().all(|g| g.age.is_empty() && g.other_count() == 0) {
-            return Err(meta_err("age", "no master keys found in the file (expected age recipients)"));
+        if key_groups
+            .iter()
+            .all(|g| g.age.is_empty() && g.other_count() == 0)
+        {
+            return Err(meta_err(
+                "age",
+                "no master keys found in the file (expected age recipients)",
+            ));
         }
         let shamir_threshold = match str_field("shamir_threshold")? {
             None => None,
-            Some(s) => Some(s.parse::<usize>().map_err(|_| meta_err("shamir_threshold", "must be an integer"))?),
+            Some(s) => Some(
+                s.parse::<usize>()
+                    .map_err(|_| meta_err("shamir_threshold", "must be an integer"))?,
+            ),
         };
         let mac_only_encrypted = match str_field("mac_only_encrypted")?.as_deref() {
             None | Some("false") | Some("False") => false,
@@ -114,7 +126,15 @@ impl Metadata {
             .ok_or_else(|| meta_err("lastmodified", "is not an RFC 3339 timestamp"))?;
         let mac = str_field("mac")?.unwrap_or_default();
         let version = str_field("version")?.unwrap_or_default();
-        Ok(Metadata { key_groups, shamir_threshold, rule, mac_only_encrypted, lastmodified, mac, version })
+        Ok(Metadata {
+            key_groups,
+            shamir_threshold,
+            rule,
+            mac_only_encrypted,
+            lastmodified,
+            mac,
+            version,
+        })
     }
 
     /// Writes metadata as a mapping, in the field order of sops 3.11.
@@ -125,7 +145,12 @@ impl Metadata {
             put("shamir_threshold", Value::Int(self.threshold() as i64));
             put(
                 "key_groups",
-                Value::Seq(self.key_groups.iter().map(|g| Value::Map(group_items(g))).collect()),
+                Value::Seq(
+                    self.key_groups
+                        .iter()
+                        .map(|g| Value::Map(group_items(g)))
+                        .collect(),
+                ),
             );
         } else if let Some(g) = self.key_groups.first() {
             for item in group_items(g) {
@@ -146,7 +171,10 @@ impl Metadata {
         }
         put("version", Value::Str(self.version.clone()));
         // Keep `pgp` where sops puts it (after `mac`) by re-ordering once.
-        if let Some(pos) = items.iter().position(|i| matches!(i, MapItem::Entry(k, _) if k == "pgp")) {
+        if let Some(pos) = items
+            .iter()
+            .position(|i| matches!(i, MapItem::Entry(k, _) if k == "pgp"))
+        {
             let pgp = items.remove(pos);
             let mac_pos = items
                 .iter()
@@ -208,12 +236,22 @@ fn parse_group(items: &[MapItem], prefix: &str) -> Result<KeyGroup> {
             Value::Null => &[],
             _ => return Err(meta_err(&format!("{prefix}age"), "must be a list")),
         };
-        for (i, e) in entries.iter().filter(|e| !matches!(e, Value::Comment(_))).enumerate() {
+        for (i, e) in entries
+            .iter()
+            .filter(|e| !matches!(e, Value::Comment(_)))
+            .enumerate()
+        {
             let field = |name: &str| match e.get(name) {
                 Some(Value::Str(s)) => Ok(s.clone()),
-                _ => Err(meta_err(&format!("{prefix}age[{i}].{name}"), "is missing or not a string")),
+                _ => Err(meta_err(
+                    &format!("{prefix}age[{i}].{name}"),
+                    "is missing or not a string",
+                )),
             };
-            g.age.push(AgeEntry { recipient: field("recipient")?.trim().to_owned(), enc: field("enc")? });
+            g.age.push(AgeEntry {
+                recipient: field("recipient")?.trim().to_owned(),
+                enc: field("enc")?,
+            });
         }
     }
     for name in OTHER_KEY_TYPES {
@@ -227,14 +265,18 @@ fn parse_group(items: &[MapItem], prefix: &str) -> Result<KeyGroup> {
 }
 
 fn meta_err(field: &str, message: &str) -> Error {
-    Error::Metadata { field: field.into(), message: message.into() }
+    Error::Metadata {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 /// Go's `time.Parse(time.RFC3339, s)` followed by `Format(time.RFC3339)`: fractional seconds
 /// dropped, a zero offset written `Z`.
 pub fn normalize_rfc3339(s: &str) -> Option<String> {
     let b = s.as_bytes();
-    let digits = |r: std::ops::Range<usize>| b.get(r.clone()).is_some_and(|x| x.iter().all(u8::is_ascii_digit));
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r.clone()).is_some_and(|x| x.iter().all(u8::is_ascii_digit));
     if b.len() < 20
         || !digits(0..4)
         || b[4] != b'-'
@@ -263,9 +305,15 @@ pub fn normalize_rfc3339(s: &str) -> Option<String> {
     }
     let zone = match b.get(i)? {
         b'Z' | b'z' if i + 1 == b.len() => "Z".to_string(),
-        b'+' | b'-' if b.len() == i + 6 && digits(i + 1..i + 3) && b[i + 3] == b':' && digits(i + 4..i + 6) => {
+        b'+' | b'-'
+            if b.len() == i + 6 && digits(i + 1..i + 3) && b[i + 3] == b':' && digits(i + 4..i + 6) =>
+        {
             let z = &s[i..];
-            if &z[1..] == "00:00" { "Z".to_string() } else { z.to_string() }
+            if &z[1..] == "00:00" {
+                "Z".to_string()
+            } else {
+                z.to_string()
+            }
         }
         _ => return None,
     };

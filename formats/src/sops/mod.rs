@@ -110,16 +110,31 @@ impl zeroize::Zeroize for Decrypted {
 }
 
 /// Decrypts a SOPS file and verifies its MAC (unless told not to).
-pub fn decrypt(name: &str, bytes: &[u8], format: Format, ids: &Identities, opts: DecryptOptions) -> Result<Decrypted> {
-    decrypt_inner(bytes, format, ids, opts).map(|(d, _)| d).map_err(|e| e.in_file(name))
+pub fn decrypt(
+    name: &str,
+    bytes: &[u8],
+    format: Format,
+    ids: &Identities,
+    opts: DecryptOptions,
+) -> Result<Decrypted> {
+    decrypt_inner(bytes, format, ids, opts)
+        .map(|(d, _)| d)
+        .map_err(|e| e.in_file(name))
 }
 
-fn decrypt_inner(bytes: &[u8], format: Format, ids: &Identities, opts: DecryptOptions) -> Result<(Decrypted, DataKey)> {
+fn decrypt_inner(
+    bytes: &[u8],
+    format: Format,
+    ids: &Identities,
+    opts: DecryptOptions,
+) -> Result<(Decrypted, DataKey)> {
     let (docs, meta_value) = stores::load_encrypted(format, bytes)?;
     let mut docs = Zeroizing::new(docs);
     let metadata = Metadata::from_value(&meta_value)?;
     if ids.is_empty() {
-        return Err(Error::NoIdentities { skipped: ids.skipped().to_vec() });
+        return Err(Error::NoIdentities {
+            skipped: ids.skipped().to_vec(),
+        });
     }
     let key = keys::unwrap_data_key(&metadata, ids)?;
     let mut stash = IvStash::default();
@@ -133,7 +148,16 @@ fn decrypt_inner(bytes: &[u8], format: Format, ids: &Identities, opts: DecryptOp
     if !opts.ignore_mac {
         verify_mac(&metadata, &key, &mac)?;
     }
-    Ok((Decrypted { docs, metadata, format, stash, mac_verified: !opts.ignore_mac }, key))
+    Ok((
+        Decrypted {
+            docs,
+            metadata,
+            format,
+            stash,
+            mac_verified: !opts.ignore_mac,
+        },
+        key,
+    ))
 }
 
 fn verify_mac(metadata: &Metadata, key: &DataKey, computed: &str) -> Result<()> {
@@ -200,11 +224,22 @@ fn seal(
     key: &DataKey,
     stash: Option<&IvStash>,
 ) -> Result<String> {
-    let mac = walk::encrypt_tree(&mut docs, key, &metadata.effective_rule(), metadata.mac_only_encrypted, stash)?;
+    let mac = walk::encrypt_tree(
+        &mut docs,
+        key,
+        &metadata.effective_rule(),
+        metadata.mac_only_encrypted,
+        stash,
+    )?;
     metadata.lastmodified = now_rfc3339();
-    metadata.mac =
-        cipher::encrypt(mac.as_bytes(), cipher::ValueType::Str, key, metadata.lastmodified.as_bytes(), &cipher::random_iv())
-            .map_err(|_| Error::Age("could not seal the MAC".into()))?;
+    metadata.mac = cipher::encrypt(
+        mac.as_bytes(),
+        cipher::ValueType::Str,
+        key,
+        metadata.lastmodified.as_bytes(),
+        &cipher::random_iv(),
+    )
+    .map_err(|_| Error::Age("could not seal the MAC".into()))?;
     stores::emit_encrypted(format, &docs, &metadata.to_value())
 }
 
@@ -234,20 +269,30 @@ pub fn update_keys(
     (|| {
         let (docs, meta_value) = stores::load_encrypted(format, bytes)?;
         let mut metadata = Metadata::from_value(&meta_value)?;
-        let current: Vec<Vec<String>> =
-            metadata.key_groups.iter().map(|g| g.age.iter().map(|a| a.recipient.clone()).collect()).collect();
+        let current: Vec<Vec<String>> = metadata
+            .key_groups
+            .iter()
+            .map(|g| g.age.iter().map(|a| a.recipient.clone()).collect())
+            .collect();
         let normalized: Vec<Vec<String>> = groups
             .iter()
-            .map(|g| g.iter().map(|r| keys::parse_recipient(r).map(|p| p.to_string())).collect::<Result<_>>())
+            .map(|g| {
+                g.iter()
+                    .map(|r| keys::parse_recipient(r).map(|p| p.to_string()))
+                    .collect::<Result<_>>()
+            })
             .collect::<Result<_>>()?;
-        let want_threshold = (groups.len() > 1).then(|| shamir_threshold.unwrap_or(groups.len()).min(groups.len()));
+        let want_threshold =
+            (groups.len() > 1).then(|| shamir_threshold.unwrap_or(groups.len()).min(groups.len()));
         let have_threshold = (metadata.key_groups.len() > 1).then(|| metadata.threshold());
         let others = metadata.key_groups.iter().any(|g| g.other_count() > 0);
         if same_groups(&current, &normalized) && want_threshold == have_threshold && !others {
             return Ok(None);
         }
         if ids.is_empty() {
-            return Err(Error::NoIdentities { skipped: ids.skipped().to_vec() });
+            return Err(Error::NoIdentities {
+                skipped: ids.skipped().to_vec(),
+            });
         }
         let key = keys::unwrap_data_key(&metadata, ids)?;
         metadata.key_groups = keys::build_groups(&normalized, want_threshold, &key)?;
@@ -281,21 +326,34 @@ pub struct RotateOptions {
 
 /// Generates a new data key, re-encrypts every value with it, and re-wraps it for the file's
 /// recipients (`sops rotate`). Unchanged values keep their IVs.
-pub fn rotate(name: &str, bytes: &[u8], format: Format, ids: &Identities, opts: &RotateOptions) -> Result<String> {
+pub fn rotate(
+    name: &str,
+    bytes: &[u8],
+    format: Format,
+    ids: &Identities,
+    opts: &RotateOptions,
+) -> Result<String> {
     (|| {
         let (decrypted, _old) = decrypt_inner(bytes, format, ids, DecryptOptions::default())?;
         let mut metadata = decrypted.metadata.clone();
         if metadata.key_groups.iter().any(|g| g.other_count() > 0) {
             return Err(Error::Metadata {
                 field: "key_groups".into(),
-                message: "the file has non-age master keys (kms/pgp/vault) that lockstep cannot re-wrap".into(),
+                message: "the file has non-age master keys (kms/pgp/vault) that lockstep cannot re-wrap"
+                    .into(),
             });
         }
         let rm: Vec<String> = opts.rm_age.iter().map(|r| r.trim().to_owned()).collect();
         let mut groups: Vec<Vec<String>> = metadata
             .key_groups
             .iter()
-            .map(|g| g.age.iter().map(|a| a.recipient.clone()).filter(|r| !rm.contains(r)).collect())
+            .map(|g| {
+                g.age
+                    .iter()
+                    .map(|a| a.recipient.clone())
+                    .filter(|r| !rm.contains(r))
+                    .collect()
+            })
             .collect();
         if let Some(first) = groups.first_mut() {
             for r in &opts.add_age {

@@ -44,7 +44,10 @@ impl Rule {
     /// Builds a rule from its metadata field name and value.
     pub fn from_field(field: &str, value: &str) -> Result<Self> {
         let re = || {
-            Regex::new(value).map_err(|e| Error::Regex { field: field.into(), message: e.to_string() })
+            Regex::new(value).map_err(|e| Error::Regex {
+                field: field.into(),
+                message: e.to_string(),
+            })
         };
         Ok(match field {
             "unencrypted_suffix" => Rule::UnencryptedSuffix(value.into()),
@@ -54,7 +57,10 @@ impl Rule {
             "unencrypted_comment_regex" => Rule::UnencryptedCommentRegex(re()?),
             "encrypted_comment_regex" => Rule::EncryptedCommentRegex(re()?),
             _ => {
-                return Err(Error::Metadata { field: field.into(), message: "not an encryption rule".into() });
+                return Err(Error::Metadata {
+                    field: field.into(),
+                    message: "not an encryption rule".into(),
+                });
             }
         })
     }
@@ -114,6 +120,9 @@ impl Rule {
 
     /// Whether the rule looks at comments (and so needs a comment-preserving format).
     pub fn uses_comments(&self) -> bool {
-        matches!(self, Rule::UnencryptedCommentRegex(_) | Rule::EncryptedCommentRegex(_))
+        matches!(
+            self,
+            Rule::UnencryptedCommentRegex(_) | Rule::EncryptedCommentRegex(_)
+        )
     }
 }

@@ -100,7 +100,10 @@ pub fn load_encrypted(format: Format, bytes: &[u8]) -> Result<(Vec<Branch>, Valu
     }
     let meta = meta.ok_or(Error::NotSops)?;
     if format == Format::Binary && docs.first().and_then(|d| crate::tree::get(d, "data")).is_none() {
-        return Err(Error::Structure { path: "data".into(), message: "binary SOPS file has no `data` key".into() });
+        return Err(Error::Structure {
+            path: "data".into(),
+            message: "binary SOPS file has no `data` key".into(),
+        });
     }
     Ok((docs, meta))
 }
@@ -114,7 +117,10 @@ pub fn emit_plain(format: Format, docs: &[Branch]) -> Result<Vec<u8>> {
         Format::Binary => match crate::tree::get(single(docs, format)?, "data") {
             Some(Value::Str(s)) => Ok(s.clone().into_bytes()),
             Some(Value::Bytes(b)) => Ok(b.clone()),
-            _ => Err(Error::Emit { format: "binary", message: "the document has no string `data` key".into() }),
+            _ => Err(Error::Emit {
+                format: "binary",
+                message: "the document has no string `data` key".into(),
+            }),
         },
     }
 }
@@ -143,7 +149,10 @@ pub fn emit_encrypted(format: Format, docs: &[Branch], meta: &Value) -> Result<S
             let mut flat = Vec::new();
             flatten("", meta, &mut flat);
             flat.sort_by(|a, b| a.0.cmp(&b.0));
-            d.extend(flat.into_iter().map(|(k, v)| MapItem::Entry(format!("sops_{k}"), Value::Str(v))));
+            d.extend(
+                flat.into_iter()
+                    .map(|(k, v)| MapItem::Entry(format!("sops_{k}"), Value::Str(v))),
+            );
             emit_dotenv(&d)
         }
     }
@@ -152,7 +161,10 @@ pub fn emit_encrypted(format: Format, docs: &[Branch], meta: &Value) -> Result<S
 fn single(docs: &[Branch], format: Format) -> Result<&Branch> {
     match docs {
         [d] => Ok(d),
-        _ => Err(Error::Emit { format: format.name(), message: format!("{} documents; exactly one is needed", docs.len()) }),
+        _ => Err(Error::Emit {
+            format: format.name(),
+            message: format!("{} documents; exactly one is needed", docs.len()),
+        }),
     }
 }
 
@@ -193,10 +205,17 @@ fn from_json(v: serde_json::Value) -> Value {
         J::Null => Value::Null,
         J::Bool(b) => Value::Bool(b),
         // Integers within int64 stay integers (sops >= 3.13.2); the rest are floats.
-        J::Number(n) => n.as_i64().map(Value::Int).unwrap_or_else(|| Value::Float(n.as_f64().unwrap_or(f64::NAN))),
+        J::Number(n) => n
+            .as_i64()
+            .map(Value::Int)
+            .unwrap_or_else(|| Value::Float(n.as_f64().unwrap_or(f64::NAN))),
         J::String(s) => Value::Str(s),
         J::Array(a) => Value::Seq(a.into_iter().map(from_json).collect()),
-        J::Object(o) => Value::Map(o.into_iter().map(|(k, v)| MapItem::Entry(k, from_json(v))).collect()),
+        J::Object(o) => Value::Map(
+            o.into_iter()
+                .map(|(k, v)| MapItem::Entry(k, from_json(v)))
+                .collect(),
+        ),
     }
 }
 
@@ -206,16 +225,27 @@ fn to_json(v: &Value) -> Result<serde_json::Value> {
         Value::Null => J::Null,
         Value::Bool(b) => J::Bool(*b),
         Value::Int(i) => J::from(*i),
-        Value::Float(f) => serde_json::Number::from_f64(*f).map(J::Number).ok_or(Error::Emit {
-            format: "JSON",
-            message: "NaN and infinity cannot be written as JSON".into(),
-        })?,
+        // Go's encoding/json writes whole floats without a fraction (`1`, not `1.0`).
+        Value::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => J::from(*f as i64),
+        Value::Float(f) => serde_json::Number::from_f64(*f)
+            .map(J::Number)
+            .ok_or(Error::Emit {
+                format: "JSON",
+                message: "NaN and infinity cannot be written as JSON".into(),
+            })?,
         Value::Str(s) | Value::Time(s) => J::String(s.clone()),
         Value::Bytes(_) => {
-            return Err(Error::Emit { format: "JSON", message: "value is not valid UTF-8".into() });
+            return Err(Error::Emit {
+                format: "JSON",
+                message: "value is not valid UTF-8".into(),
+            });
         }
         Value::Seq(items) => J::Array(
-            items.iter().filter(|i| !matches!(i, Value::Comment(_))).map(to_json).collect::<Result<_>>()?,
+            items
+                .iter()
+                .filter(|i| !matches!(i, Value::Comment(_)))
+                .map(to_json)
+                .collect::<Result<_>>()?,
         ),
         Value::Map(items) => J::Object(
             items
@@ -236,9 +266,15 @@ fn emit_json(items: &Branch) -> Result<String> {
     let mut out = Vec::new();
     let fmt = serde_json::ser::PrettyFormatter::with_indent(b"\t");
     let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
-    v.serialize(&mut ser).map_err(|e| Error::Emit { format: "JSON", message: e.to_string() })?;
+    v.serialize(&mut ser).map_err(|e| Error::Emit {
+        format: "JSON",
+        message: e.to_string(),
+    })?;
     out.push(b'\n');
-    String::from_utf8(out).map_err(|_| Error::Emit { format: "JSON", message: "not UTF-8".into() })
+    String::from_utf8(out).map_err(|_| Error::Emit {
+        format: "JSON",
+        message: "not UTF-8".into(),
+    })
 }
 
 // ==== dotenv ====
@@ -255,13 +291,22 @@ fn load_dotenv(text: &str) -> Result<Branch> {
             continue;
         }
         let Some((k, v)) = line.split_once('=') else {
-            return Err(Error::Dotenv { line: n + 1, message: "expected KEY=value" });
+            return Err(Error::Dotenv {
+                line: n + 1,
+                message: "expected KEY=value",
+            });
         };
         if k.is_empty() {
-            return Err(Error::Dotenv { line: n + 1, message: "empty key" });
+            return Err(Error::Dotenv {
+                line: n + 1,
+                message: "empty key",
+            });
         }
         if items.iter().any(|i| matches!(i, MapItem::Entry(e, _) if e == k)) {
-            return Err(Error::Dotenv { line: n + 1, message: "duplicate key" });
+            return Err(Error::Dotenv {
+                line: n + 1,
+                message: "duplicate key",
+            });
         }
         items.push(MapItem::Entry(k.to_owned(), Value::Str(v.replace("\\n", "\n"))));
     }
@@ -310,7 +355,11 @@ fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
         Value::Map(items) => {
             for item in items {
                 if let MapItem::Entry(k, v) = item {
-                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}{MAP_SEP}{k}") };
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}{MAP_SEP}{k}")
+                    };
                     flatten(&key, v, out);
                 }
             }
@@ -345,13 +394,20 @@ enum Seg {
 
 /// sops' `tokenize`: the key is cut at every `__map_` and `__list_` separator.
 fn split_flat_key(key: &str) -> Result<Vec<Seg>> {
-    let bad = || Error::Metadata { field: format!("sops_{key}"), message: "malformed flattened key".into() };
+    let bad = || Error::Metadata {
+        field: format!("sops_{key}"),
+        message: "malformed flattened key".into(),
+    };
     let mut segs = Vec::new();
     let mut state_list = false;
     let mut start = 0;
     let mut i = 0;
     let finish = |segs: &mut Vec<Seg>, text: &str, list: bool| -> Result<()> {
-        segs.push(if list { Seg::Index(text.parse().map_err(|_| bad())?) } else { Seg::Key(text.to_owned()) });
+        segs.push(if list {
+            Seg::Index(text.parse().map_err(|_| bad())?)
+        } else {
+            Seg::Key(text.to_owned())
+        });
         Ok(())
     };
     while i < key.len() {
@@ -378,7 +434,10 @@ fn split_flat_key(key: &str) -> Result<Vec<Seg>> {
 }
 
 fn insert_path(node: &mut Value, segs: &[Seg], value: Value, key: &str) -> Result<()> {
-    let bad = || Error::Metadata { field: format!("sops_{key}"), message: "conflicting flattened keys".into() };
+    let bad = || Error::Metadata {
+        field: format!("sops_{key}"),
+        message: "conflicting flattened keys".into(),
+    };
     let Some((head, tail)) = segs.split_first() else {
         *node = value;
         return Ok(());
@@ -388,8 +447,13 @@ fn insert_path(node: &mut Value, segs: &[Seg], value: Value, key: &str) -> Resul
             if matches!(node, Value::Null) {
                 *node = Value::Map(Vec::new());
             }
-            let Value::Map(items) = node else { return Err(bad()) };
-            let pos = match items.iter().position(|i| matches!(i, MapItem::Entry(e, _) if e == k)) {
+            let Value::Map(items) = node else {
+                return Err(bad());
+            };
+            let pos = match items
+                .iter()
+                .position(|i| matches!(i, MapItem::Entry(e, _) if e == k))
+            {
                 Some(p) => p,
                 None => {
                     items.push(MapItem::Entry(k.clone(), Value::Null));
@@ -405,7 +469,9 @@ fn insert_path(node: &mut Value, segs: &[Seg], value: Value, key: &str) -> Resul
             if matches!(node, Value::Null) {
                 *node = Value::Seq(Vec::new());
             }
-            let Value::Seq(items) = node else { return Err(bad()) };
+            let Value::Seq(items) = node else {
+                return Err(bad());
+            };
             if *i > 4096 {
                 return Err(bad());
             }
@@ -438,7 +504,10 @@ mod tests {
         ]);
         let mut flat = Vec::new();
         flatten("", &meta, &mut flat);
-        assert!(flat.iter().any(|(k, _)| k == "key_groups__list_0__map_age__list_0__map_enc"));
+        assert!(
+            flat.iter()
+                .any(|(k, _)| k == "key_groups__list_0__map_age__list_0__map_enc")
+        );
         let back = unflatten(flat.into_iter().map(|(k, v)| (k, Value::Str(v))).collect()).unwrap();
         assert_eq!(back.get("lastmodified"), meta.get("lastmodified"));
         assert_eq!(back.get("key_groups"), meta.get("key_groups"));

@@ -47,7 +47,13 @@ struct Walker<'f, F> {
 
 impl<F: FnMut(Leaf<'_>) -> Result<()>> Walker<'_, F> {
     fn leaf(&mut self, value: &mut Value, is_comment: bool) -> Result<()> {
-        (self.on_leaf)(Leaf { value, path: &self.path, at: &self.at, comments: &self.comments, is_comment })
+        (self.on_leaf)(Leaf {
+            value,
+            path: &self.path,
+            at: &self.at,
+            comments: &self.comments,
+            is_comment,
+        })
     }
 
     fn branch(&mut self, items: &mut [MapItem]) -> Result<()> {
@@ -118,7 +124,12 @@ impl<F: FnMut(Leaf<'_>) -> Result<()>> Walker<'_, F> {
 
 fn walk_all<F: FnMut(Leaf<'_>) -> Result<()>>(branches: &mut [Vec<MapItem>], mut f: F) -> Result<()> {
     for b in branches {
-        let mut w = Walker { path: Vec::new(), at: KeyPath::root(), comments: Vec::new(), on_leaf: &mut f };
+        let mut w = Walker {
+            path: Vec::new(),
+            at: KeyPath::root(),
+            comments: Vec::new(),
+            on_leaf: &mut f,
+        };
         w.branch(b)?;
     }
     Ok(())
@@ -146,7 +157,10 @@ fn plain_bytes(v: &Value) -> Option<(Zeroizing<Vec<u8>>, ValueType)> {
         Value::Bytes(b) => (b.clone(), ValueType::Str),
         Value::Int(i) => (i.to_string().into_bytes(), ValueType::Int),
         Value::Float(f) => (format_float_f(*f).into_bytes(), ValueType::Float),
-        Value::Bool(b) => ((if *b { "True" } else { "False" }).as_bytes().to_vec(), ValueType::Bool),
+        Value::Bool(b) => (
+            (if *b { "True" } else { "False" }).as_bytes().to_vec(),
+            ValueType::Bool,
+        ),
         Value::Time(t) => (t.as_bytes().to_vec(), ValueType::Time),
         Value::Comment(c) => (c.as_bytes().to_vec(), ValueType::Comment),
         Value::Null | Value::Map(_) | Value::Seq(_) => return None,
@@ -156,7 +170,10 @@ fn plain_bytes(v: &Value) -> Option<(Zeroizing<Vec<u8>>, ValueType)> {
 
 /// Turns decrypted bytes back into a typed value.
 fn typed(pt: &[u8], ty: ValueType, at: &KeyPath) -> Result<Value> {
-    let bad = || Error::ValueType { path: at.to_string(), ty: ty.name() };
+    let bad = || Error::ValueType {
+        path: at.to_string(),
+        ty: ty.name(),
+    };
     let text = || std::str::from_utf8(pt).map_err(|_| bad());
     Ok(match ty {
         ValueType::Str | ValueType::Bytes => match std::str::from_utf8(pt) {
@@ -181,8 +198,14 @@ fn cipher_error(e: CipherError, at: &KeyPath) -> Error {
             path: at.to_string(),
             reason: "expected an encrypted value, found plaintext (edited after encryption?)",
         },
-        CipherError::Malformed(reason) => Error::BadCiphertext { path: at.to_string(), reason },
-        CipherError::UnknownType(ty) => Error::UnknownType { path: at.to_string(), ty },
+        CipherError::Malformed(reason) => Error::BadCiphertext {
+            path: at.to_string(),
+            reason,
+        },
+        CipherError::UnknownType(ty) => Error::UnknownType {
+            path: at.to_string(),
+            ty,
+        },
         CipherError::Auth => Error::ValueDecrypt { path: at.to_string() },
     }
 }
@@ -209,7 +232,8 @@ pub fn decrypt_tree(
                 }
                 Value::Str(s) if s.is_empty() => {}
                 Value::Str(s) => {
-                    let (pt, ty) = cipher::decrypt(s, key, aad.as_bytes()).map_err(|e| cipher_error(e, leaf.at))?;
+                    let (pt, ty) =
+                        cipher::decrypt(s, key, aad.as_bytes()).map_err(|e| cipher_error(e, leaf.at))?;
                     if let (Some(st), Some(iv)) = (stash.as_deref_mut(), cipher::iv_of(s)) {
                         st.0.insert(IvStash::slot(aad.as_bytes(), ty, &pt), iv);
                     }
@@ -227,11 +251,9 @@ pub fn decrypt_tree(
                 }
             }
         }
-        if !mac_only_encrypted || encrypted {
-            if !matches!(leaf.value, Value::Comment(_)) {
-                if let Some((bytes, _)) = plain_bytes(leaf.value) {
-                    mac.update(&*bytes);
-                }
+        if (!mac_only_encrypted || encrypted) && !matches!(leaf.value, Value::Comment(_)) {
+            if let Some((bytes, _)) = plain_bytes(leaf.value) {
+                mac.update(&*bytes);
             }
         }
         Ok(())
@@ -252,7 +274,9 @@ pub fn encrypt_tree(
     let mut mac = new_mac(mac_only_encrypted);
     walk_all(branches, |leaf| {
         let encrypted = rule.should_encrypt(leaf.path, leaf.comments, leaf.is_comment);
-        let Some((bytes, ty)) = plain_bytes(leaf.value) else { return Ok(()) };
+        let Some((bytes, ty)) = plain_bytes(leaf.value) else {
+            return Ok(());
+        };
         if (!mac_only_encrypted || encrypted) && !leaf.is_comment {
             mac.update(&*bytes);
         }
@@ -271,13 +295,15 @@ pub fn encrypt_tree(
         let iv = stash
             .and_then(|s| s.0.get(&IvStash::slot(aad.as_bytes(), ty, &bytes)).copied())
             .unwrap_or_else(cipher::random_iv);
-        let enc = cipher::encrypt(&bytes, ty, key, aad.as_bytes(), &iv).map_err(|e| cipher_error(e, leaf.at))?;
+        let enc =
+            cipher::encrypt(&bytes, ty, key, aad.as_bytes(), &iv).map_err(|e| cipher_error(e, leaf.at))?;
         if let (Rule::UnencryptedCommentRegex(re), true) = (rule, leaf.is_comment) {
             if re.is_match(&enc) {
                 return Err(Error::Structure {
                     path: leaf.at.to_string(),
-                    message: "an encrypted comment matches unencrypted_comment_regex; choose a stricter regex"
-                        .into(),
+                    message:
+                        "an encrypted comment matches unencrypted_comment_regex; choose a stricter regex"
+                            .into(),
                 });
             }
         }
