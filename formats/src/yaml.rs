@@ -657,8 +657,14 @@ pub fn emit_documents(docs: &[Value]) -> Result<String> {
             out.push_str("---\n");
         }
         match d {
-            Value::Map(items) if !items.is_empty() => write_map(&mut out, items, 0, false)?,
-            Value::Map(_) => out.push_str("{}\n"),
+            Value::Map(items) if items.iter().any(|i| matches!(i, MapItem::Entry(..))) => {
+                write_map(&mut out, items, 0, false)?
+            }
+            Value::Map(comments) => {
+                // Only comments: keep them, and keep the document a mapping.
+                write_map(&mut out, comments, 0, false)?;
+                out.push_str("{}\n");
+            }
             Value::Seq(items) if !items.is_empty() => write_seq(&mut out, items, 0, false)?,
             scalar => {
                 write_scalar(&mut out, scalar, 2)?;
@@ -698,11 +704,21 @@ fn write_map(out: &mut String, items: &[MapItem], indent: usize, mut inline: boo
 
 fn write_seq(out: &mut String, items: &[Value], indent: usize, mut inline: bool) -> Result<()> {
     for item in items {
+        // Comments that open a nested collection are read back as comments of this sequence
+        // (they stand before the item's `-`), so write them there.
+        let (lead, rest) = split_leading_comments(item);
+        for c in &lead {
+            if !inline {
+                pad(out, indent);
+            }
+            inline = false;
+            write_comment(out, c);
+        }
         if !inline {
             pad(out, indent);
         }
         inline = false;
-        match item {
+        match rest.as_ref() {
             Value::Comment(c) => write_comment(out, c),
             v => {
                 out.push('-');
@@ -713,10 +729,78 @@ fn write_seq(out: &mut String, items: &[Value], indent: usize, mut inline: bool)
     Ok(())
 }
 
+fn split_leading_comments(v: &Value) -> (Vec<String>, std::borrow::Cow<'_, Value>) {
+    use std::borrow::Cow;
+    match v {
+        Value::Map(items)
+            if matches!(items.first(), Some(MapItem::Comment(_)))
+                && items.iter().any(|i| matches!(i, MapItem::Entry(..))) =>
+        {
+            let n = items
+                .iter()
+                .take_while(|i| matches!(i, MapItem::Comment(_)))
+                .count();
+            let lead = items[..n].iter().filter_map(|i| {
+                if let MapItem::Comment(c) = i {
+                    Some(c.clone())
+                } else {
+                    None
+                }
+            });
+            (lead.collect(), Cow::Owned(Value::Map(items[n..].to_vec())))
+        }
+        Value::Seq(items) if items.iter().any(|i| !matches!(i, Value::Comment(_))) => {
+            // The first item is written on the same line as this sequence's `-`, so its own
+            // leading comments move up too.
+            let n = items
+                .iter()
+                .take_while(|i| matches!(i, Value::Comment(_)))
+                .count();
+            let mut lead: Vec<String> = items[..n]
+                .iter()
+                .filter_map(|i| {
+                    if let Value::Comment(c) = i {
+                        Some(c.clone())
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            let (inner, first) = split_leading_comments(&items[n]);
+            if lead.is_empty() && inner.is_empty() {
+                return (Vec::new(), Cow::Borrowed(v));
+            }
+            lead.extend(inner);
+            let mut rest = vec![first.into_owned()];
+            rest.extend_from_slice(&items[n + 1..]);
+            (lead, Cow::Owned(Value::Seq(rest)))
+        }
+        other => (Vec::new(), Cow::Borrowed(other)),
+    }
+}
+
 /// Writes what follows `key:` or `-`. `child` is the indentation of a nested block collection;
 /// `inline_col` the column of a collection that starts on the same line (after `- `).
 fn write_value_after_indicator(out: &mut String, v: &Value, child: usize, inline_col: usize) -> Result<()> {
     let is_seq_item = child == inline_col;
+    // A collection of comments alone has no YAML form: write it empty, comments on the lines after.
+    let only_comments = match v {
+        Value::Map(items) => !items.is_empty() && items.iter().all(|i| matches!(i, MapItem::Comment(_))),
+        Value::Seq(items) => !items.is_empty() && items.iter().all(|i| matches!(i, Value::Comment(_))),
+        _ => false,
+    };
+    if only_comments {
+        out.push_str(if matches!(v, Value::Map(_)) {
+            " {}\n"
+        } else {
+            " []\n"
+        });
+        match v {
+            Value::Map(items) => return write_map(out, items, child, false),
+            Value::Seq(items) => return write_seq(out, items, child, false),
+            _ => {}
+        }
+    }
     match v {
         Value::Map(items) if !items.is_empty() => {
             if is_seq_item && !matches!(items.first(), Some(MapItem::Comment(_))) {
@@ -754,9 +838,16 @@ fn write_value_after_indicator(out: &mut String, v: &Value, child: usize, inline
 
 fn write_comment(out: &mut String, text: &str) {
     out.push('#');
-    // A comment cannot span lines.
-    out.extend(text.chars().map(|c| if c == '\n' || c == '\r' { ' ' } else { c }));
+    // A comment cannot span lines or hold characters YAML forbids; real files never have them.
+    out.extend(
+        text.chars()
+            .map(|c| if is_unprintable(c) { '\u{fffd}' } else { c }),
+    );
     out.push('\n');
+}
+
+fn is_unprintable(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{feff}' | '\u{2028}' | '\u{2029}' | '\u{fffe}' | '\u{ffff}')
 }
 
 fn write_scalar(out: &mut String, v: &Value, block_indent: usize) -> Result<()> {
@@ -829,14 +920,18 @@ fn is_plain_safe(s: &str) -> bool {
     matches!(resolve_plain(s), Ok(Value::Str(_))) && !looks_numeric_11(s)
 }
 
-/// Strings a YAML 1.1 reader would take for numbers (e.g. `1_000`, `0b1`, `.5`), quoted for
-/// their sake even where go-yaml v3 reads them as strings.
+/// Strings a YAML 1.1 reader (go-yaml v2, used by kubectl) would take for numbers, quoted for
+/// its sake even where go-yaml v3 reads them as strings: `.5`, `1_000`, `1:20` (base 60).
 fn looks_numeric_11(s: &str) -> bool {
-    let t = s.strip_prefix(['-', '+']).unwrap_or(s);
-    !t.is_empty()
-        && t.chars()
-            .all(|c| c.is_ascii_hexdigit() || "._xXoObB:eE+-".contains(c))
-        && t.chars().next().is_some_and(|c| c.is_ascii_digit() || c == '.')
+    let t: String = s.chars().filter(|&c| c != '_').collect();
+    let t = t.strip_prefix(['-', '+']).unwrap_or(&t);
+    if !t.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+        return false;
+    }
+    let sexagesimal = t.split(':').count() > 1
+        && t.split(':')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit() || b == b'.'));
+    sexagesimal || t.parse::<f64>().is_ok() || !matches!(go_parse_int(t), IntParse::Invalid)
 }
 
 fn literal_ok(s: &str) -> bool {
@@ -855,9 +950,7 @@ fn literal_ok(s: &str) -> bool {
     if first.starts_with(' ') {
         return false;
     }
-    !body
-        .split('\n')
-        .any(|l| l.ends_with(' '))
+    !body.split('\n').any(|l| l.ends_with(' '))
 }
 
 fn write_literal(out: &mut String, s: &str, indent: usize) {

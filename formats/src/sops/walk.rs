@@ -101,10 +101,22 @@ impl<F: FnMut(Leaf<'_>) -> Result<()>> Walker<'_, F> {
             self.at.push_index(i);
             self.value(v)?;
             self.at.pop();
-            if !is_comment {
-                if let Some(level) = self.comments.last_mut() {
-                    level.clear();
+            match v {
+                // sops writes an encrypted comment in a list as a string item, and when reading
+                // it back forgets that it was a comment, so the values after it are judged
+                // against a different comment stack than at encryption (real sops then reports
+                // a MAC mismatch on its own file). Restore the stack encryption saw.
+                Value::Comment(text) if !is_comment => {
+                    if let Some(level) = self.comments.last_mut() {
+                        level.push(text.clone());
+                    }
                 }
+                _ if !is_comment => {
+                    if let Some(level) = self.comments.last_mut() {
+                        level.clear();
+                    }
+                }
+                _ => {}
             }
         }
         self.comments.pop();
