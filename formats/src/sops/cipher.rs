@@ -3,8 +3,6 @@
 //! AES-256-GCM under the file's data key with a 32-byte random IV (GHASH-derived J0), the key
 //! path as additional data, and the value's type name in clear.
 
-use std::sync::OnceLock;
-
 use aes_gcm::AesGcm;
 use aes_gcm::aead::consts::{U12, U16, U32};
 use aes_gcm::aead::generic_array::{ArrayLength, GenericArray};
@@ -13,7 +11,6 @@ use aes_gcm::aes::Aes256;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use rand::RngCore;
-use regex::Regex;
 use zeroize::Zeroizing;
 
 use crate::secret::DataKey;
@@ -78,13 +75,27 @@ pub enum CipherError {
     Auth,
 }
 
-fn envelope() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| {
-        // The same (greedy, start-anchored) expression sops uses.
-        #[allow(clippy::unwrap_used)] // a literal that is known to compile
-        Regex::new(r"^ENC\[AES256_GCM,data:(.+),iv:(.+),tag:(.+),type:(.+)\]").unwrap()
-    })
+/// The fields of an envelope. Equivalent to sops' greedy, start-anchored
+/// `^ENC\[AES256_GCM,data:(.+),iv:(.+),tag:(.+),type:(.+)\]`: each greedy group ends at the
+/// last separator that still lets the rest match, so the separators are searched from the
+/// right. (A hand-written split: the regex backtracker was an eighth of decryption time.)
+struct Envelope<'a> {
+    data: &'a str,
+    iv: &'a str,
+    tag: &'a str,
+    ty: &'a str,
+}
+
+fn envelope(s: &str) -> Option<Envelope<'_>> {
+    let body = s.strip_prefix("ENC[AES256_GCM,data:")?;
+    let body = &body[..body.rfind(']')?];
+    let (rest, ty) = body.rsplit_once(",type:")?;
+    let (rest, tag) = rest.rsplit_once(",tag:")?;
+    let (data, iv) = rest.rsplit_once(",iv:")?;
+    [data, iv, tag, ty]
+        .iter()
+        .all(|f| !f.is_empty())
+        .then_some(Envelope { data, iv, tag, ty })
 }
 
 /// Whether `s` looks like an encrypted SOPS value.
@@ -94,24 +105,23 @@ pub fn is_encrypted(s: &str) -> bool {
 
 /// Opens an envelope: the plaintext bytes and their declared type.
 pub fn decrypt(s: &str, key: &DataKey, aad: &[u8]) -> Result<(Zeroizing<Vec<u8>>, ValueType), CipherError> {
-    let caps = envelope().captures(s).ok_or(if is_encrypted(s) {
+    let env = envelope(s).ok_or(if is_encrypted(s) {
         CipherError::Malformed("expected data, iv, tag and type fields")
     } else {
         CipherError::NotEncrypted
     })?;
-    let field = |i: usize| caps.get(i).map_or("", |m| m.as_str());
-    let ty_name = field(4);
+    let ty_name = env.ty;
     let ty = ValueType::parse(ty_name)
         .ok_or_else(|| CipherError::UnknownType(ty_name.chars().take(24).collect()))?;
     let mut data = Zeroizing::new(
-        B64.decode(field(1))
+        B64.decode(env.data)
             .map_err(|_| CipherError::Malformed("data is not base64"))?,
     );
     let iv = B64
-        .decode(field(2))
+        .decode(env.iv)
         .map_err(|_| CipherError::Malformed("iv is not base64"))?;
     let tag = B64
-        .decode(field(3))
+        .decode(env.tag)
         .map_err(|_| CipherError::Malformed("tag is not base64"))?;
     if tag.len() != 16 {
         return Err(CipherError::Malformed("tag is not 16 bytes"));
@@ -174,8 +184,7 @@ pub fn encrypt(
 
 /// Reads the IV out of an envelope (used to keep ciphertexts stable across edits).
 pub fn iv_of(s: &str) -> Option<[u8; 32]> {
-    let caps = envelope().captures(s)?;
-    B64.decode(caps.get(2)?.as_str()).ok()?.try_into().ok()
+    B64.decode(envelope(s)?.iv).ok()?.try_into().ok()
 }
 
 #[cfg(test)]
