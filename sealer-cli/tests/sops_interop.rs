@@ -530,3 +530,15 @@ fn identities_come_from_env_files_and_stdin_works() {
     );
     assert_eq!(tree(&out), tree(b"k: v\n"));
 }
+
+#[test]
+fn the_example_repository_decrypts_with_both_tools() {
+    let env = Env::new();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let key = root.join("keys-example/age.agekey");
+    let file = root.join("tests/example-repo/apps/web/web-db.sops.yaml");
+    let file = file.to_str().unwrap();
+    let theirs = ok(env.sops(Some(&key), &["decrypt", file]), "sops decrypt example");
+    let ours = ok(env.lockstep(Some(&key), &["sops", "decrypt", file]), "lockstep decrypt example");
+    assert_eq!(tree(&ours), tree(&theirs));
+}
