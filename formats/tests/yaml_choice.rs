@@ -22,13 +22,23 @@ const TOP_KEYS: [&str; 6] = ["apiVersion", "kind", "metadata", "type", "stringDa
 #[test]
 fn serde_yaml_loads_and_keeps_order_but_drops_comments() {
     let v: serde_yaml::Value = serde_yaml::from_str(SOPS_OUTPUT).unwrap();
-    let keys: Vec<&str> = v.as_mapping().unwrap().keys().map(|k| k.as_str().unwrap()).collect();
+    let keys: Vec<&str> = v
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap())
+        .collect();
     assert_eq!(keys, TOP_KEYS);
     let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(MANIFESTS)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect();
     assert_eq!(docs.len(), 3);
-    let order: Vec<&str> = docs[1].as_mapping().unwrap().keys().map(|k| k.as_str().unwrap()).collect();
+    let order: Vec<&str> = docs[1]
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap())
+        .collect();
     assert_eq!(order, ["zeta", "alpha", "mid"]);
     // The encrypted comment (`#ENC[...]`) of stringData is gone: no way to decrypt or re-encrypt it.
     assert!(!format!("{v:?}").contains("type:comment"));
@@ -51,15 +61,32 @@ fn granit_parser_tree_keeps_order_and_comments() {
     let docs = yaml::load_mappings(SOPS_OUTPUT).unwrap();
     let keys: Vec<&str> = docs[0]
         .iter()
-        .filter_map(|i| if let MapItem::Entry(k, _) = i { Some(k.as_str()) } else { None })
+        .filter_map(|i| {
+            if let MapItem::Entry(k, _) = i {
+                Some(k.as_str())
+            } else {
+                None
+            }
+        })
         .collect();
     assert_eq!(keys, TOP_KEYS);
-    let Some(Value::Map(string_data)) = lockstep_formats::tree::get(&docs[0], "stringData") else { panic!() };
+    let Some(Value::Map(string_data)) = lockstep_formats::tree::get(&docs[0], "stringData") else {
+        panic!()
+    };
     assert!(matches!(&string_data[0], MapItem::Comment(c) if c.contains("type:comment")));
     let docs = yaml::load_documents(MANIFESTS).unwrap();
     assert_eq!(docs.len(), 3);
     let Value::Map(second) = &docs[1] else { panic!() };
-    let order: Vec<&str> = second.iter().filter_map(|i| if let MapItem::Entry(k, _) = i { Some(k.as_str()) } else { None }).collect();
+    let order: Vec<&str> = second
+        .iter()
+        .filter_map(|i| {
+            if let MapItem::Entry(k, _) = i {
+                Some(k.as_str())
+            } else {
+                None
+            }
+        })
+        .collect();
     assert_eq!(order, ["zeta", "alpha", "mid"]);
     let Value::Map(third) = &docs[2] else { panic!() };
     assert!(matches!(&third[0], MapItem::Comment(c) if c == " only a comment"));

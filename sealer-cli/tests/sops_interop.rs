@@ -539,6 +539,9 @@ fn the_example_repository_decrypts_with_both_tools() {
     let file = root.join("tests/example-repo/apps/web/web-db.sops.yaml");
     let file = file.to_str().unwrap();
     let theirs = ok(env.sops(Some(&key), &["decrypt", file]), "sops decrypt example");
-    let ours = ok(env.lockstep(Some(&key), &["sops", "decrypt", file]), "lockstep decrypt example");
+    let ours = ok(
+        env.lockstep(Some(&key), &["sops", "decrypt", file]),
+        "lockstep decrypt example",
+    );
     assert_eq!(tree(&ours), tree(&theirs));
 }
