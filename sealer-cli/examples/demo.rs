@@ -115,7 +115,7 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         if p.is_dir() {
             collect(&p, out)?;
         } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml")
-            && !p.file_name().is_some_and(|n| n == ".sops.yaml")
+            && p.file_name().is_none_or(|n| n != ".sops.yaml")
         {
             out.push(p);
         }
