@@ -430,16 +430,7 @@ fn rotate(a: RotateArgs) -> Result<()> {
 
 fn keygen_age(output: Option<&Path>) -> Result<()> {
     let (secret, public) = sops::keys::generate_identity();
-    let now = time::OffsetDateTime::now_utc();
-    let created = format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second()
-    );
+    let created = sops::now_rfc3339();
     let text = Zeroizing::new(format!(
         "# created: {created}\n# public key: {public}\n{}\n",
         secret.as_str()

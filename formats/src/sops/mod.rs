@@ -243,7 +243,8 @@ fn seal(
     stores::emit_encrypted(format, &docs, &metadata.to_value())
 }
 
-fn now_rfc3339() -> String {
+/// The current UTC time as sops writes `lastmodified`: RFC 3339, whole seconds, `Z`.
+pub fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
