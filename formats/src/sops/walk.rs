@@ -263,10 +263,11 @@ pub fn decrypt_tree(
                 }
             }
         }
-        if (!mac_only_encrypted || encrypted) && !matches!(leaf.value, Value::Comment(_)) {
-            if let Some((bytes, _)) = plain_bytes(leaf.value) {
-                mac.update(&*bytes);
-            }
+        if (!mac_only_encrypted || encrypted)
+            && !matches!(leaf.value, Value::Comment(_))
+            && let Some((bytes, _)) = plain_bytes(leaf.value)
+        {
+            mac.update(&*bytes);
         }
         Ok(())
     })?;
@@ -295,13 +296,13 @@ pub fn encrypt_tree(
         if !encrypted || bytes.is_empty() {
             return Ok(());
         }
-        if let Value::Str(s) = &*leaf.value {
-            if cipher::is_encrypted(s) {
-                return Err(Error::Structure {
-                    path: leaf.at.to_string(),
-                    message: "value is already encrypted (ENC[...]); decrypt the file first".into(),
-                });
-            }
+        if let Value::Str(s) = &*leaf.value
+            && cipher::is_encrypted(s)
+        {
+            return Err(Error::Structure {
+                path: leaf.at.to_string(),
+                message: "value is already encrypted (ENC[...]); decrypt the file first".into(),
+            });
         }
         let aad = aad(leaf.path);
         let iv = stash
@@ -309,15 +310,14 @@ pub fn encrypt_tree(
             .unwrap_or_else(cipher::random_iv);
         let enc =
             cipher::encrypt(&bytes, ty, key, aad.as_bytes(), &iv).map_err(|e| cipher_error(e, leaf.at))?;
-        if let (Rule::UnencryptedCommentRegex(re), true) = (rule, leaf.is_comment) {
-            if re.is_match(&enc) {
-                return Err(Error::Structure {
-                    path: leaf.at.to_string(),
-                    message:
-                        "an encrypted comment matches unencrypted_comment_regex; choose a stricter regex"
-                            .into(),
-                });
-            }
+        if let (Rule::UnencryptedCommentRegex(re), true) = (rule, leaf.is_comment)
+            && re.is_match(&enc)
+        {
+            return Err(Error::Structure {
+                path: leaf.at.to_string(),
+                message: "an encrypted comment matches unencrypted_comment_regex; choose a stricter regex"
+                    .into(),
+            });
         }
         *leaf.value = Value::Str(enc);
         Ok(())

@@ -1,0 +1,149 @@
+//! The other real peers, started on free loopback ports for one test and stopped when dropped:
+//! `moto_server` (AWS Secrets Manager) and `bao server -dev` (the Vault API, OpenBao).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::controlplane::{HarnessError, Proc, Result, free_port, io, spawn, tail};
+
+/// A running peer process.
+pub struct Service {
+    proc: Proc,
+    _dir: tempfile::TempDir,
+    /// Base URL, e.g. `http://127.0.0.1:40123`.
+    pub url: String,
+    /// The OpenBao root token (dev mode), empty for other services.
+    pub token: String,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("name", &self.proc.name)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
+    }
+}
+
+impl Service {
+    /// Stops the process now (to simulate an outage); the `Service` stays for its URL.
+    pub fn stop(&mut self) {
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
+    }
+
+    /// The log file.
+    pub fn log(&self) -> PathBuf {
+        self.proc.log.clone()
+    }
+}
+
+fn start(name: &'static str, mut cmd: Command, port: u16, token: &str, ready: &str) -> Result<Service> {
+    let dir = io(
+        "creating a service directory",
+        tempfile::Builder::new().prefix("lockstep-svc-").tempdir(),
+    )?;
+    let mut proc = spawn(name, &mut cmd, dir.path())?;
+    let url = format!("http://127.0.0.1:{port}");
+    let start = Instant::now();
+    let bound = Duration::from_secs(60);
+    loop {
+        if let Ok(Some(status)) = proc.child.try_wait() {
+            return Err(HarnessError::Crashed {
+                name,
+                status: status.to_string(),
+                log: proc.log.display().to_string(),
+                tail: tail(&proc.log, 15),
+            });
+        }
+        if matches!(http(port, "GET", ready, &[], b""), Ok((200, _))) {
+            return Ok(Service {
+                proc,
+                _dir: dir,
+                url,
+                token: token.to_owned(),
+            });
+        }
+        if start.elapsed() > bound {
+            return Err(HarnessError::Timeout {
+                name,
+                seconds: bound.as_secs(),
+                log: proc.log.display().to_string(),
+                tail: tail(&proc.log, 15),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Starts `moto_server` (AWS APIs, Secrets Manager among them).
+pub fn moto() -> Result<Service> {
+    let port = free_port()?;
+    let mut cmd = Command::new(crate::peer("moto_server"));
+    cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+    start("moto_server", cmd, port, "", "/moto-api/")
+}
+
+/// Starts `bao server -dev` (in-memory, unsealed, KV v2 at `secret/`) with a random root token.
+pub fn openbao() -> Result<Service> {
+    let port = free_port()?;
+    let token = format!("root-{:016x}", rand::random::<u64>());
+    let mut cmd = Command::new(crate::peer("bao"));
+    cmd.args(["server", "-dev", "-dev-no-store-token"])
+        .arg(format!("-dev-root-token-id={token}"))
+        .arg(format!("-dev-listen-address=127.0.0.1:{port}"));
+    start("bao", cmd, port, &token, "/v1/sys/health")
+}
+
+/// A minimal HTTP/1.0 request to a loopback port, for readiness checks and smoke tests:
+/// `(status, body)`.
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<(u16, String)> {
+    let mut s = io(
+        "connecting",
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)),
+    )?;
+    io(
+        "setting a timeout",
+        s.set_read_timeout(Some(Duration::from_secs(10))),
+    )?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    io(
+        "sending",
+        s.write_all(req.as_bytes()).and_then(|()| s.write_all(body)),
+    )?;
+    let mut resp = String::new();
+    io("reading", s.read_to_string(&mut resp))?;
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}

