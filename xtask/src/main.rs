@@ -196,7 +196,10 @@ fn fuzz(root: &Path, seconds: u64, optional: bool) -> Result<()> {
             run(Command::new(&cargo_fuzz)
                 .current_dir(&dir)
                 .env("RUSTUP_TOOLCHAIN", "nightly")
-                .args(["fuzz", "run", target, "--", &format!("-max_total_time={seconds}")]))
+                // Build outside the clone, so a fresh checkout reuses the instrumented build.
+                .args(["fuzz", "run", target, "--target-dir"])
+                .arg(cache_dir().join("fuzz-target"))
+                .args(["--", &format!("-max_total_time={seconds}")]))
         })?;
     }
     Ok(())
