@@ -194,6 +194,26 @@ pub enum Error {
         /// Why.
         message: String,
     },
+    /// A SealedSecret or a sealing key is unusable.
+    #[error("sealed secret: {0}")]
+    Sealed(String),
+    /// No key could open some items of a SealedSecret.
+    #[error(
+        "no key could decrypt SealedSecret {object} (scope {scope}; {tried} key{plural} tried); affected items: {}; \
+         was it sealed for another name, namespace, scope or cluster?",
+        items.join(", "),
+        plural = if *tried == 1 { "" } else { "s" }
+    )]
+    NoSealingKey {
+        /// `namespace/name` of the SealedSecret.
+        object: String,
+        /// The scope its annotations claim.
+        scope: &'static str,
+        /// Keys tried.
+        tried: usize,
+        /// Items that did not open.
+        items: Vec<String>,
+    },
     /// I/O on a named path failed.
     #[error("{}: {source}", path.display())]
     Io {

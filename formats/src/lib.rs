@@ -5,9 +5,11 @@
 //! * [`yaml`]: YAML loading with the scalar typing of `go.yaml.in/yaml/v3` (what sops uses) and a
 //!   deterministic emitter.
 //! * [`sops`]: the SOPS engine (age key groups, Shamir, MAC, value cipher, stores).
+//! * [`sealed`]: Bitnami Sealed Secrets (hybrid RSA-OAEP + AES-GCM, scopes, keys, objects).
 //! * [`secret`]: zeroizing byte buffers with redacting `Debug`.
 
 pub mod error;
+pub mod sealed;
 pub mod secret;
 pub mod sops;
 pub mod tree;

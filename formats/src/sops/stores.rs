@@ -199,7 +199,8 @@ fn load_json_object(text: &str) -> Result<Branch> {
     }
 }
 
-fn from_json(v: serde_json::Value) -> Value {
+/// Converts JSON to a tree (integers within 64 bits stay integers).
+pub fn from_json(v: serde_json::Value) -> Value {
     use serde_json::Value as J;
     match v {
         J::Null => Value::Null,
