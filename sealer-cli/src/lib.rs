@@ -12,6 +12,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use lockstep_formats::sops::{self, Config, DecryptOptions, EncryptOptions, Format, Identities, Rule};
 use zeroize::Zeroizing;
 
+pub mod seal;
+
 /// Lockstep's companion CLI: encrypt secrets for Git on a laptop or in CI.
 #[derive(Parser, Debug)]
 #[command(name = "lockstep", version, about, propagate_version = true)]
@@ -29,6 +31,8 @@ pub enum Command {
     /// SOPS files (age keys): encrypt, decrypt, updatekeys, rotate.
     #[command(subcommand)]
     Sops(SopsCommand),
+    /// Seal Secrets into SealedSecrets (kubeseal's flags), unseal for recovery.
+    Seal(seal::SealArgs),
     /// Generate keys.
     #[command(subcommand)]
     Keygen(KeygenCommand),
@@ -55,6 +59,25 @@ pub enum KeygenCommand {
         /// Write the identity to FILE instead of standard output.
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
+    },
+    /// Generate a sealing key pair for offline use, as sealed-secrets makes them (both files
+    /// written 0600, never overwritten).
+    Sealing {
+        /// The private key (PKCS#1 PEM, `tls.key`).
+        #[arg(long, value_name = "FILE", default_value = "tls.key")]
+        key_file: PathBuf,
+        /// The certificate (`tls.crt`), to hand to `lockstep seal --cert` or `kubeseal --cert`.
+        #[arg(long, value_name = "FILE", default_value = "tls.crt")]
+        cert_file: PathBuf,
+        /// RSA key size.
+        #[arg(long, default_value_t = 4096)]
+        bits: usize,
+        /// Certificate common name.
+        #[arg(long, default_value = "")]
+        cn: String,
+        /// Certificate lifetime in days (sealed-secrets: 10 years).
+        #[arg(long, default_value_t = 3650)]
+        days: i64,
     },
 }
 
@@ -248,7 +271,7 @@ impl CliError {
     }
 }
 
-type Result<T, E = CliError> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = CliError> = std::result::Result<T, E>;
 
 /// Runs a parsed command line; the binary's `main` reports the error.
 pub fn run(cli: Cli) -> Result<()> {
@@ -257,7 +280,15 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sops(SopsCommand::Decrypt(a)) => decrypt(a),
         Command::Sops(SopsCommand::Updatekeys(a)) => updatekeys(a),
         Command::Sops(SopsCommand::Rotate(a)) => rotate(a),
+        Command::Seal(a) => seal::run(a),
         Command::Keygen(KeygenCommand::Age { output }) => keygen_age(output.as_deref()),
+        Command::Keygen(KeygenCommand::Sealing {
+            key_file,
+            cert_file,
+            bits,
+            cn,
+            days,
+        }) => keygen_sealing(&key_file, &cert_file, bits, &cn, days),
     }
 }
 
@@ -450,6 +481,29 @@ fn keygen_age(output: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
+fn keygen_sealing(key_file: &Path, cert_file: &Path, bits: usize, cn: &str, days: i64) -> Result<()> {
+    for p in [key_file, cert_file] {
+        if p.exists() {
+            return Err(CliError::Usage(format!(
+                "{}: already exists; refusing to overwrite a key file",
+                p.display()
+            )));
+        }
+    }
+    let (key, cert) = lockstep_formats::sealed::generate_key_pair(bits, cn, days)?;
+    write_new_private(key_file, key.as_bytes())?;
+    write_new_private(cert_file, cert.as_bytes())?;
+    let fp =
+        lockstep_formats::sealed::SealingCert::from_pem(&cert_file.display().to_string(), cert.as_bytes())?;
+    eprintln!(
+        "Sealing key {} ({}), certificate {}",
+        key_file.display(),
+        fp.fingerprint(),
+        cert_file.display()
+    );
+    Ok(())
+}
+
 // ==== helpers ====
 
 fn display(p: &Path) -> String {
@@ -511,7 +565,7 @@ fn read_input(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
     Ok(buf)
 }
 
-fn stdout_write(bytes: &[u8]) -> Result<()> {
+pub(crate) fn stdout_write(bytes: &[u8]) -> Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(bytes)
         .and_then(|()| out.flush())
@@ -540,7 +594,7 @@ fn write_output(io: &Io, bytes: &[u8], plaintext: bool) -> Result<()> {
     }
 }
 
-fn replace_file(path: &Path, bytes: &[u8], private: bool) -> Result<()> {
+pub(crate) fn replace_file(path: &Path, bytes: &[u8], private: bool) -> Result<()> {
     let io_err = |source| CliError::Io {
         path: path.into(),
         source,

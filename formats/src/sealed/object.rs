@@ -300,6 +300,22 @@ pub fn unseal(ss: &Value, ring: &KeyRing) -> Result<SealedSecret> {
     })
 }
 
+/// The key of `ring` that opens a SealedSecret's first item, if any (`--which-key`).
+pub fn opening_key<'a>(ss: &Value, ring: &'a KeyRing) -> Option<&'a super::keys::UnsealingKey> {
+    let name = ss.pointer("/metadata/name")?.as_str()?;
+    let namespace = ss
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let scope = Scope::from_annotations(ss.pointer("/metadata/annotations").and_then(Value::as_object));
+    let label = scope.label(namespace, name);
+    let (_, first) = ss.pointer("/spec/encryptedData")?.as_object()?.iter().next()?;
+    let ct = decode_base64(first.as_str()?)?;
+    ring.keys()
+        .iter()
+        .find(|k| hybrid_decrypt(k, &ct, &label).is_ok())
+}
+
 /// What to do with the Secret a SealedSecret unseals to, given what exists (the controller's
 /// rules).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
