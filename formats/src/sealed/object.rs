@@ -64,12 +64,12 @@ pub fn seal_secret(secret: &Value, cert: &SealingCert, opts: &SealOptions) -> Re
         .cloned()
         .unwrap_or_default();
     let secret_ns = meta.get("namespace").and_then(Value::as_str).map(str::to_owned);
-    if let (Some(given), Some(own)) = (&opts.namespace, &secret_ns) {
-        if given != own {
-            return Err(err(format!(
-                "the Secret's namespace `{own}` differs from --namespace `{given}`"
-            )));
-        }
+    if let (Some(given), Some(own)) = (&opts.namespace, &secret_ns)
+        && given != own
+    {
+        return Err(err(format!(
+            "the Secret's namespace `{own}` differs from --namespace `{given}`"
+        )));
     }
     let scope = match opts.scope {
         Some(s) if s != Scope::Strict => s,
@@ -228,14 +228,14 @@ pub fn unseal(ss: &Value, ring: &KeyRing) -> Result<SealedSecret> {
         )));
     }
     let template = spec.get("template").and_then(Value::as_object);
-    if let Some(tdata) = template.and_then(|t| t.get("data")).and_then(Value::as_object) {
-        if !tdata.is_empty() {
-            let keys: Vec<&str> = tdata.keys().map(String::as_str).collect();
-            return Err(err(format!(
-                "{namespace}/{name}: spec.template.data ({}) uses Go templates, which are not supported yet",
-                keys.join(", ")
-            )));
-        }
+    if let Some(tdata) = template.and_then(|t| t.get("data")).and_then(Value::as_object)
+        && !tdata.is_empty()
+    {
+        let keys: Vec<&str> = tdata.keys().map(String::as_str).collect();
+        return Err(err(format!(
+            "{namespace}/{name}: spec.template.data ({}) uses Go templates, which are not supported yet",
+            keys.join(", ")
+        )));
     }
     let encrypted = spec
         .get("encryptedData")
