@@ -147,3 +147,76 @@ pub fn http(
         .unwrap_or_default();
     Ok((status, body))
 }
+
+/// Runs a controller built for in-cluster use (it reads `rest.InClusterConfig()`: the
+/// `KUBERNETES_SERVICE_*` variables and `/var/run/secrets/kubernetes.io/serviceaccount`) against
+/// the test control plane as ServiceAccount `sa` of `namespace`. A private mount namespace puts
+/// the token and CA where it looks, without touching the machine's `/run`.
+pub async fn in_cluster(
+    cp: &crate::controlplane::ControlPlane,
+    name: &'static str,
+    program: &std::path::Path,
+    args: &[&str],
+    namespace: &str,
+    sa: &str,
+) -> Result<Service> {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let kerr = |e: kube::Error| HarnessError::Kube(e.to_string());
+    let client = cp.client().await?;
+    let sas: kube::Api<ServiceAccount> = kube::Api::namespaced(client, namespace);
+    let acct: ServiceAccount = serde_json::from_value(serde_json::json!({ "metadata": { "name": sa } }))
+        .map_err(|e| HarnessError::Kube(e.to_string()))?;
+    match sas.create(&Default::default(), &acct).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => return Err(kerr(e)),
+    }
+    let req: TokenRequest =
+        serde_json::from_value(serde_json::json!({ "spec": { "expirationSeconds": 3600 } }))
+            .map_err(|e| HarnessError::Kube(e.to_string()))?;
+    let token = sas
+        .create_token_request(sa, &Default::default(), &req)
+        .await
+        .map_err(kerr)?
+        .status
+        .and_then(|s| s.token)
+        .ok_or_else(|| HarnessError::Kube("TokenRequest returned no token".into()))?;
+    let dir = io(
+        "creating a service directory",
+        tempfile::Builder::new().prefix("lockstep-incluster-").tempdir(),
+    )?;
+    io(
+        "writing the token",
+        std::fs::write(dir.path().join("token"), token),
+    )?;
+    io(
+        "writing the CA",
+        std::fs::write(dir.path().join("ca.crt"), cp.ca_pem()),
+    )?;
+    io(
+        "writing the namespace",
+        std::fs::write(dir.path().join("namespace"), namespace),
+    )?;
+    let port = cp.server().rsplit(':').next().unwrap_or("443").to_owned();
+    let script = r#"set -e
+mount -t tmpfs tmpfs /run
+mkdir -p /run/secrets/kubernetes.io/serviceaccount
+cp "$0"/token "$0"/ca.crt "$0"/namespace /run/secrets/kubernetes.io/serviceaccount/
+exec "$@""#;
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .arg(dir.path())
+        .arg(program)
+        .args(args)
+        .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        .env("KUBERNETES_SERVICE_PORT", port)
+        .env("POD_NAMESPACE", namespace);
+    let proc = spawn(name, &mut cmd, dir.path())?;
+    Ok(Service {
+        proc,
+        _dir: dir,
+        url: String::new(),
+        token: String::new(),
+    })
+}
