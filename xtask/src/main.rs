@@ -191,7 +191,7 @@ fn fuzz(root: &Path, seconds: u64, optional: bool) -> Result<()> {
         })?;
     }
     let dir = root.join("tests/fuzz");
-    for target in ["sops_parse", "yaml_load"] {
+    for target in ["sops_parse", "yaml_load", "sealed_parse"] {
         step(&format!("fuzz {target} for {seconds} s"), || {
             run(Command::new(&cargo_fuzz)
                 .current_dir(&dir)
