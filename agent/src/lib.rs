@@ -2,7 +2,8 @@
 //! materialises ExternalSecrets, and applies everything with secrets first.
 //!
 //! This crate holds the agent's logic; `lockstep-agent` is a thin binary over it. Only the
-//! decryption-key plumbing exists so far; the reconcile pipeline is tracked in the project's
+//! decryption-key plumbing (age identities, sealing keys) exists so far; the reconcile pipeline is tracked in the project's
 //! issues (source, render, decrypt, plan, apply, prune).
 
 pub mod keys;
+pub mod sealing;

@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 pub struct SealingCert {
     key: rsa::RsaPublicKey,
     pem: String,
+    not_before: i64,
     not_after: i64,
     fingerprint: String,
 }
@@ -44,6 +45,7 @@ impl SealingCert {
         let key = rsa::RsaPublicKey::from_public_key_der(cert.public_key().raw)
             .map_err(|_| bad("the certificate does not hold an RSA public key"))?;
         let not_after = cert.validity().not_after.timestamp();
+        let not_before = cert.validity().not_before.timestamp();
         let text = String::from_utf8_lossy(pem);
         let begin = text.find("-----BEGIN CERTIFICATE-----").unwrap_or(0);
         let end = text
@@ -53,6 +55,7 @@ impl SealingCert {
             fingerprint: fingerprint(&key),
             key,
             pem: format!("{}\n", &text[begin..end]),
+            not_before,
             not_after,
         })
     }
@@ -65,6 +68,11 @@ impl SealingCert {
     /// The certificate PEM.
     pub fn pem(&self) -> &str {
         &self.pem
+    }
+
+    /// Start of validity (seconds since the epoch): sealed-secrets orders keys by it.
+    pub fn not_before(&self) -> i64 {
+        self.not_before
     }
 
     /// Whether the certificate has expired at `now` (seconds since the epoch); kubeseal refuses
