@@ -7,3 +7,4 @@
 
 pub mod keys;
 pub mod sealing;
+pub mod source;

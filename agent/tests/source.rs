@@ -1,0 +1,71 @@
+//! Source: shallow fetches of a real Git repository over file://, updates, bad refs and paths.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::Command;
+
+use lockstep_agent::source::GitCache;
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.com",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn fetches_the_branch_head_and_reads_the_path_without_a_worktree() {
+    let repo = tempfile::tempdir().unwrap();
+    let r = repo.path();
+    git(r, &["init", "-q"]);
+    std::fs::create_dir_all(r.join("clusters/prod/apps")).unwrap();
+    std::fs::write(r.join("clusters/prod/ns.yaml"), "kind: Namespace\n").unwrap();
+    std::fs::write(r.join("clusters/prod/apps/cm.yaml"), "kind: ConfigMap\n").unwrap();
+    std::fs::write(r.join("README.md"), "outside the path\n").unwrap();
+    git(r, &["add", "."]);
+    git(r, &["commit", "-qm", "one"]);
+    let first = git(r, &["rev-parse", "HEAD"]);
+
+    let cache = tempfile::tempdir().unwrap();
+    let src = GitCache::new(cache.path());
+    let url = format!("file://{}", r.display());
+    let rev = src.fetch(&url, "main", "clusters/prod").unwrap();
+    assert_eq!(rev.commit, first);
+    assert_eq!(rev.files.keys().collect::<Vec<_>>(), ["apps/cm.yaml", "ns.yaml"]);
+    assert_eq!(rev.files["ns.yaml"], b"kind: Namespace\n");
+
+    // A new commit is picked up by the next fetch.
+    std::fs::remove_file(r.join("clusters/prod/apps/cm.yaml")).unwrap();
+    git(r, &["add", "-A"]);
+    git(r, &["commit", "-qm", "two"]);
+    let second = git(r, &["rev-parse", "HEAD"]);
+    let rev = src.fetch(&url, "main", "clusters/prod").unwrap();
+    assert_eq!(rev.commit, second);
+    assert_eq!(rev.files.keys().collect::<Vec<_>>(), ["ns.yaml"]);
+
+    // Bad branch and path are named.
+    let e = src.fetch(&url, "nope", "").unwrap_err().to_string();
+    assert!(e.contains("nope"), "{e}");
+    let e = src
+        .fetch(&url, "main", "clusters/staging")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("clusters/staging"), "{e}");
+}
