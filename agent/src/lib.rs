@@ -5,6 +5,10 @@
 //! decryption-key plumbing (age identities, sealing keys) exists so far; the reconcile pipeline is tracked in the project's
 //! issues (source, render, decrypt, plan, apply, prune).
 
+pub mod apply;
 pub mod keys;
+pub mod plan;
+pub mod render;
 pub mod sealing;
 pub mod source;
+pub mod sync;

@@ -1,0 +1,274 @@
+//! Apply and prune: server-side apply stage by stage (field manager `lockstep`, conflicts
+//! forced, bounded concurrency), waiting for CRDs to be established between stages; unchanged
+//! objects are not written. Pruning deletes only what still carries this Sync's label and is
+//! not annotated `lockstep.dev/prune: disabled`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope};
+use serde_json::Value as Json;
+
+use crate::plan::{self, Inventory, OWNER_LABEL, ObjectId, PRUNE_ANNOTATION, Stage};
+use crate::render::Manifest;
+
+/// The field manager of every write.
+pub const FIELD_MANAGER: &str = "lockstep";
+/// Writes in flight at once within a stage.
+const CONCURRENCY: usize = 8;
+/// Bound on waiting for CRDs to be established.
+const CRD_WAIT: Duration = Duration::from_secs(60);
+
+/// Errors of apply and prune; each names the object.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The cluster does not serve an object's kind.
+    #[error("{origin}: the cluster serves no {api_version} {kind} (is its CRD in an earlier stage?)")]
+    UnknownKind {
+        /// File and document.
+        origin: String,
+        /// apiVersion.
+        api_version: String,
+        /// Kind.
+        kind: String,
+    },
+    /// The API server refused or failed a request.
+    #[error("{what}: {message}")]
+    Kube {
+        /// Object or action.
+        what: String,
+        /// The server's message (never an object's content).
+        message: String,
+    },
+}
+
+fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let what = what.into();
+    move |e| Error::Kube {
+        what,
+        message: match e {
+            kube::Error::Api(s) => format!("{} ({})", s.message, s.code),
+            other => other.to_string(),
+        },
+    }
+}
+
+/// What one apply did.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Objects written.
+    pub applied: Vec<ObjectId>,
+    /// Objects skipped because their desired state did not change.
+    pub unchanged: usize,
+    /// The order stages were applied in, with their objects (for tests and events).
+    pub stages: Vec<(Stage, Vec<ObjectId>)>,
+}
+
+/// Applies objects for one Sync.
+pub struct Applier {
+    client: kube::Client,
+    discovery: Discovery,
+    owner: String,
+    target_namespace: Option<String>,
+}
+
+impl Applier {
+    /// An applier labelling objects with `owner` (the Sync's `namespace.name`).
+    pub async fn new(
+        client: kube::Client,
+        owner: &str,
+        target_namespace: Option<String>,
+    ) -> Result<Self, Error> {
+        let discovery = Discovery::new(client.clone())
+            .run()
+            .await
+            .map_err(kube_err("discovering the API"))?;
+        Ok(Self {
+            client,
+            discovery,
+            owner: owner.to_owned(),
+            target_namespace,
+        })
+    }
+
+    fn resolve(&self, o: &Json, origin: &str) -> Result<(ApiResource, ApiCapabilities), Error> {
+        let api_version = o.get("apiVersion").and_then(Json::as_str).unwrap_or_default();
+        let kind = o.get("kind").and_then(Json::as_str).unwrap_or_default();
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        self.discovery
+            .resolve_gvk(&GroupVersionKind::gvk(group, version, kind))
+            .ok_or_else(|| Error::UnknownKind {
+                origin: origin.to_owned(),
+                api_version: api_version.to_owned(),
+                kind: kind.to_owned(),
+            })
+    }
+
+    /// Completes an object for applying: namespace per scope, the owner label.
+    fn prepare(&self, m: &Manifest) -> Result<(ApiResource, ApiCapabilities, Json), Error> {
+        let (ar, caps) = self.resolve(&m.object, &m.origin)?;
+        let mut o = m.object.clone();
+        let meta = o.get_mut("metadata").and_then(Json::as_object_mut);
+        if let Some(meta) = meta {
+            match caps.scope {
+                Scope::Namespaced => {
+                    if let Some(t) = &self.target_namespace {
+                        meta.insert("namespace".into(), t.clone().into());
+                    } else if !meta.contains_key("namespace") {
+                        meta.insert("namespace".into(), "default".into());
+                    }
+                }
+                Scope::Cluster => {
+                    meta.remove("namespace");
+                }
+            }
+            let labels = meta.entry("labels").or_insert_with(|| serde_json::json!({}));
+            if let Some(l) = labels.as_object_mut() {
+                l.insert(OWNER_LABEL.into(), self.owner.clone().into());
+            }
+        }
+        Ok((ar, caps, o))
+    }
+
+    /// Applies every manifest, stage by stage; returns the new inventory. Stops at the first
+    /// stage with a failure (later stages are not applied).
+    pub async fn apply(
+        &mut self,
+        manifests: &[Manifest],
+        last: &Inventory,
+    ) -> Result<(Inventory, Report), Error> {
+        let mut by_stage: BTreeMap<Stage, Vec<&Manifest>> = BTreeMap::new();
+        for m in manifests {
+            let av = m
+                .object
+                .get("apiVersion")
+                .and_then(Json::as_str)
+                .unwrap_or_default();
+            let kind = m.object.get("kind").and_then(Json::as_str).unwrap_or_default();
+            by_stage.entry(plan::stage(av, kind)).or_default().push(m);
+        }
+        let mut inventory = Inventory::default();
+        let mut report = Report::default();
+        for (stage, items) in by_stage {
+            let mut work = Vec::new();
+            for m in items {
+                let (ar, caps, o) = self.prepare(m)?;
+                let id = ObjectId::of(&o).ok_or_else(|| Error::Kube {
+                    what: m.origin.clone(),
+                    message: "no id".into(),
+                })?;
+                let h = plan::hash(&o);
+                let unchanged = last.entries.get(&id.key()).is_some_and(|(_, old)| *old == h);
+                inventory.entries.insert(id.key(), (id.clone(), h));
+                if unchanged {
+                    report.unchanged += 1;
+                } else {
+                    work.push((ar, caps, o, id, m.origin.clone()));
+                }
+            }
+            let client = self.client.clone();
+            let applied: Vec<ObjectId> =
+                futures::stream::iter(work.into_iter().map(|(ar, caps, o, id, origin)| {
+                    let client = client.clone();
+                    async move {
+                        let api: Api<DynamicObject> = match caps.scope {
+                            Scope::Namespaced => Api::namespaced_with(client, &id.namespace, &ar),
+                            Scope::Cluster => Api::all_with(client, &ar),
+                        };
+                        api.patch(
+                            &id.name,
+                            &PatchParams::apply(FIELD_MANAGER).force(),
+                            &Patch::Apply(&o),
+                        )
+                        .await
+                        .map_err(kube_err(format!("applying {id} ({origin})")))?;
+                        Ok::<_, Error>(id)
+                    }
+                }))
+                .buffer_unordered(CONCURRENCY)
+                .try_collect()
+                .await?;
+            let crds: Vec<String> = applied
+                .iter()
+                .filter(|id| id.kind == "CustomResourceDefinition")
+                .map(|id| id.name.clone())
+                .collect();
+            report.applied.extend(applied.iter().cloned());
+            report.stages.push((stage, applied));
+            if !crds.is_empty() {
+                self.wait_for_crds(&crds).await?;
+            }
+        }
+        Ok((inventory, report))
+    }
+
+    async fn wait_for_crds(&mut self, names: &[String]) -> Result<(), Error> {
+        let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+        for n in names {
+            let cond = kube::runtime::wait::conditions::is_crd_established();
+            tokio::time::timeout(
+                CRD_WAIT,
+                kube::runtime::wait::await_condition(api.clone(), n, cond),
+            )
+            .await
+            .map_err(|_| Error::Kube {
+                what: format!("CustomResourceDefinition {n}"),
+                message: format!("not established within {} s", CRD_WAIT.as_secs()),
+            })?
+            .map_err(|e| Error::Kube {
+                what: format!("CustomResourceDefinition {n}"),
+                message: e.to_string(),
+            })?;
+        }
+        self.discovery = Discovery::new(self.client.clone())
+            .run()
+            .await
+            .map_err(kube_err("re-discovering the API"))?;
+        Ok(())
+    }
+
+    /// Deletes the objects that left Git, when they still carry this Sync's label and are not
+    /// annotated `lockstep.dev/prune: disabled`. Returns what was deleted.
+    pub async fn prune(&self, ids: &[ObjectId]) -> Result<Vec<ObjectId>, Error> {
+        let mut deleted = Vec::new();
+        for id in ids {
+            let (group, version) = id.api_version.rsplit_once('/').unwrap_or(("", &id.api_version));
+            let Some((ar, caps)) = self
+                .discovery
+                .resolve_gvk(&GroupVersionKind::gvk(group, version, &id.kind))
+            else {
+                continue; // its kind is gone, and so is the object
+            };
+            let api: Api<DynamicObject> = match caps.scope {
+                Scope::Namespaced => Api::namespaced_with(self.client.clone(), &id.namespace, &ar),
+                Scope::Cluster => Api::all_with(self.client.clone(), &ar),
+            };
+            let Some(current) = api
+                .get_opt(&id.name)
+                .await
+                .map_err(kube_err(format!("reading {id}")))?
+            else {
+                continue;
+            };
+            let ours = current.metadata.labels.as_ref().and_then(|l| l.get(OWNER_LABEL)) == Some(&self.owner);
+            let kept = current
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(PRUNE_ANNOTATION))
+                .map(String::as_str)
+                == Some("disabled");
+            if ours && !kept {
+                api.delete(&id.name, &DeleteParams::background())
+                    .await
+                    .map_err(kube_err(format!("pruning {id}")))?;
+                deleted.push(id.clone());
+            }
+        }
+        Ok(deleted)
+    }
+}

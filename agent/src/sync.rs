@@ -1,0 +1,108 @@
+//! One sync, as data flowing through the steps: source → render (decrypt, unseal) → plan →
+//! apply stage by stage → prune. Nothing is pruned, and no later stage is applied, after a
+//! failure in an earlier step.
+
+use std::time::Duration;
+
+use crate::apply::{self, Applier};
+use crate::plan::{self, Inventory, ObjectId};
+use crate::render::{self, Keys, Renderer};
+use crate::source::{self, GitCache};
+
+/// What to sync.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Repository URL (`file://`, `https://`, `ssh://`).
+    pub url: String,
+    /// Branch.
+    pub branch: String,
+    /// Directory inside the repository.
+    pub path: String,
+    /// `namespace.name` of the Sync; the owner label of every object.
+    pub owner: String,
+    /// Namespace for namespaced objects (overrides theirs).
+    pub target_namespace: Option<String>,
+    /// Delete objects that left Git.
+    pub prune: bool,
+    /// Largest share of the inventory one sync may delete (default 0.5).
+    pub prune_budget: f64,
+    /// Allow a prune beyond the budget.
+    pub allow_mass_deletion: bool,
+}
+
+/// Why a sync failed; each variant says which step, and none carries a secret value.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Fetching the revision failed.
+    #[error("source: {0}")]
+    Source(#[from] source::Error),
+    /// Rendering or decryption failed (nothing was applied or pruned).
+    #[error("render: {0}")]
+    Render(#[from] render::Error),
+    /// Applying failed (later stages were not applied; nothing was pruned).
+    #[error("apply: {0}")]
+    Apply(#[from] apply::Error),
+    /// The prune budget was exceeded (everything else was applied; nothing was pruned).
+    #[error("prune: {0}")]
+    Budget(#[from] plan::BudgetExceeded),
+    /// The blocking fetch task failed.
+    #[error("source: the fetch task failed: {0}")]
+    Task(String),
+}
+
+/// What a sync did.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The commit applied.
+    pub commit: String,
+    /// What apply did.
+    pub report: apply::Report,
+    /// What was pruned.
+    pub pruned: Vec<ObjectId>,
+    /// The inventory to store for the next sync.
+    pub inventory: Inventory,
+    /// How long it took.
+    pub duration: Duration,
+}
+
+/// Runs one sync against the cluster.
+pub async fn sync_once(
+    client: kube::Client,
+    cache: &GitCache,
+    cfg: &Config,
+    keys: &Keys,
+    last: &Inventory,
+) -> Result<Outcome, Error> {
+    let started = std::time::Instant::now();
+    let (cache2, url, branch, path) = (
+        cache.clone(),
+        cfg.url.clone(),
+        cfg.branch.clone(),
+        cfg.path.clone(),
+    );
+    let rev = tokio::task::spawn_blocking(move || cache2.fetch(&url, &branch, &path))
+        .await
+        .map_err(|e| Error::Task(e.to_string()))??;
+    let manifests = render::Directory.render(&rev.files, keys)?;
+    let mut applier = Applier::new(client, &cfg.owner, cfg.target_namespace.clone()).await?;
+    let (inventory, report) = applier.apply(&manifests, last).await?;
+    let mut pruned = Vec::new();
+    if cfg.prune {
+        let gone = plan::prune_set(last, &inventory);
+        plan::check_budget(
+            gone.len(),
+            last.entries.len(),
+            cfg.prune_budget,
+            cfg.allow_mass_deletion,
+        )?;
+        pruned = applier.prune(&gone).await?;
+    }
+    Ok(Outcome {
+        commit: rev.commit,
+        report,
+        pruned,
+        inventory,
+        duration: started.elapsed(),
+    })
+}
