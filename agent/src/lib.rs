@@ -5,7 +5,9 @@
 //! decryption-key plumbing (age identities, sealing keys) exists so far; the reconcile pipeline is tracked in the project's
 //! issues (source, render, decrypt, plan, apply, prune).
 
+pub mod api;
 pub mod apply;
+pub mod controller;
 pub mod keys;
 pub mod plan;
 pub mod render;

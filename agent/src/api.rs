@@ -1,0 +1,207 @@
+//! The `Sync` custom resource (`lockstep.dev/v1alpha1`). `crds/sync.yaml` is generated from
+//! these types (`lockstep-agent crdgen`), and a test fails when it is stale.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// What to pull and how to apply it.
+#[derive(CustomResource, Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[kube(
+    group = "lockstep.dev",
+    version = "v1alpha1",
+    kind = "Sync",
+    namespaced,
+    status = "SyncStatus",
+    shortname = "lsync",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Revision","type":"string","jsonPath":".status.lastAppliedRevision"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncSpec {
+    /// Where the manifests come from.
+    pub source: Source,
+    /// Keys for SOPS files and SealedSecrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decryption: Option<Decryption>,
+    /// Namespace for every namespaced object (overrides theirs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_namespace: Option<String>,
+    /// Delete objects that left Git (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune: Option<bool>,
+    /// Largest share of the inventory, in percent, one sync may delete (default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune_budget_percent: Option<u8>,
+    /// Allow one sync to prune beyond the budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_mass_deletion: Option<bool>,
+    /// Create `targetNamespace` if missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_namespace: Option<bool>,
+    /// Stop reconciling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<bool>,
+    /// Bound on one sync, as a Go duration (`5m`, default `5m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+/// A Git source.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Source {
+    /// Repository URL: `https://`, `ssh://` or `file://`.
+    pub url: String,
+    /// What to check out (default: branch `main`).
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<GitRef>,
+    /// Directory inside the repository (default: its root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Secret with credentials: `username`/`password` or `bearerToken` (https), `identity` and
+    /// `known_hosts` (ssh).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<LocalRef>,
+    /// How often to check for new commits, as a Go duration (default `5m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+}
+
+/// A Git reference: exactly one of these.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GitRef {
+    /// A branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// A tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// A semver range over tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semver: Option<String>,
+    /// A commit id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+}
+
+/// A Secret in the Sync's namespace.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+pub struct LocalRef {
+    /// Its name.
+    pub name: String,
+}
+
+/// Decryption settings.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Decryption {
+    /// SOPS: a Secret whose `*.agekey` entries hold age identities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sops: Option<SopsDecryption>,
+    /// Unseal SealedSecrets with the agent's sealing keys (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_secrets: Option<bool>,
+}
+
+/// SOPS keys.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SopsDecryption {
+    /// The Secret with `*.agekey` entries.
+    pub secret_ref: LocalRef,
+}
+
+/// Observed state, kstatus-compatible.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncStatus {
+    /// `metadata.generation` last reconciled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Reconciling`, `Stalled`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// `branch@sha1:<commit>` last applied completely.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_applied_revision: Option<String>,
+    /// `branch@sha1:<commit>` last tried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempted_revision: Option<String>,
+    /// What the last successful sync applied.
+    #[serde(default)]
+    pub inventory: Vec<InventoryEntry>,
+    /// The last few syncs, newest first.
+    #[serde(default)]
+    pub history: Vec<HistoryEntry>,
+}
+
+/// A condition (the `metav1.Condition` shape).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// `Ready`, `Reconciling` or `Stalled`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// CamelCase reason.
+    pub reason: String,
+    /// Human message (never a secret value).
+    pub message: String,
+    /// When the status last changed (RFC 3339).
+    pub last_transition_time: String,
+    /// Generation observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// One applied object.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct InventoryEntry {
+    /// apiVersion.
+    pub api_version: String,
+    /// Kind.
+    pub kind: String,
+    /// Namespace (empty for cluster-scoped).
+    #[serde(default)]
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Hash of the desired object (never the object).
+    pub hash: String,
+}
+
+/// One past sync.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    /// Revision.
+    pub revision: String,
+    /// When (RFC 3339).
+    pub time: String,
+    /// `Succeeded` or the failure reason.
+    pub result: String,
+    /// Objects written and pruned.
+    pub applied: usize,
+    /// Objects pruned.
+    pub pruned: usize,
+}
+
+/// The CRD as YAML, as `crds/sync.yaml` holds it.
+pub fn crd_yaml() -> Result<String, lockstep_formats::Error> {
+    use kube::CustomResourceExt;
+    let json = serde_json::to_value(Sync::crd()).map_err(|e| lockstep_formats::Error::Emit {
+        format: "YAML",
+        message: e.to_string(),
+    })?;
+    let doc = lockstep_formats::sops::stores::from_json(json);
+    Ok(format!(
+        "# Generated by `lockstep-agent crdgen` from agent/src/api.rs. Do not edit.\n{}",
+        lockstep_formats::yaml::emit_documents(&[doc])?
+    ))
+}

@@ -1,0 +1,209 @@
+//! The Sync controller on the real control plane: a Sync object from `crds/sync.yaml` is
+//! reconciled to Ready with its revision and inventory in status; a bad SOPS commit stalls it
+//! with a condition that names the file and no secret value anywhere in status.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use lockstep_agent::api::Sync;
+use lockstep_agent::controller::{self, Context};
+use lockstep_agent::source::GitCache;
+use lockstep_tests::controlplane::ControlPlane;
+use lockstep_tests::{AgeKey, peer, run};
+use serde_json::json;
+
+const CANARY: &str = "CANARY-controller-value";
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.com",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn wait_status(api: &Api<Sync>, name: &str, secs: u64, pred: impl Fn(&Sync) -> bool) -> Sync {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let s = api.get(name).await.unwrap();
+        if pred(&s) {
+            return s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out; status: {:?}",
+            s.status
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn ready(s: &Sync) -> Option<(String, String, String)> {
+    s.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+#[tokio::test]
+async fn a_sync_object_is_reconciled_and_a_bad_commit_stalls_it() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let ns = cp.namespace("ctrl").await.unwrap();
+
+    // The CRD, as committed.
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/sync.yaml")).unwrap();
+    let doc = lockstep_formats::yaml::load_documents(&text).unwrap().remove(0);
+    let crd: CustomResourceDefinition =
+        serde_json::from_value(lockstep_formats::sops::stores::to_json(&doc).unwrap()).unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(
+        "syncs.lockstep.dev",
+        &PatchParams::apply("lockstep-test").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        kube::runtime::wait::await_condition(
+            crds,
+            "syncs.lockstep.dev",
+            kube::runtime::wait::conditions::is_crd_established(),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+
+    // A repo with a ConfigMap and a SOPS Secret (real sops), and the age key in a Secret.
+    let repo = tempfile::tempdir().unwrap();
+    let r = repo.path();
+    git(r, &["init", "-q"]);
+    let age = AgeKey::generate(r.parent().unwrap(), &format!("age-{ns}.txt"));
+    std::fs::create_dir_all(r.join("app")).unwrap();
+    std::fs::write(
+        r.join("app/cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  mode: blue\n",
+    )
+    .unwrap();
+    std::fs::write(
+        r.join("app/db.sops.yaml"),
+        format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: {CANARY}\n"),
+    )
+    .unwrap();
+    let mut c = Command::new(peer("sops"));
+    c.current_dir(r).args([
+        "encrypt",
+        "-i",
+        "--age",
+        &age.recipient,
+        "--encrypted-regex",
+        "^(data|stringData)$",
+        "app/db.sops.yaml",
+    ]);
+    assert!(run(&mut c, r, None).status.success());
+    git(r, &["add", "-A"]);
+    git(r, &["commit", "-qm", "one"]);
+    let key_secret: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "sops-age" },
+        "stringData": { "team.agekey": std::fs::read_to_string(&age.path).unwrap() }
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &key_secret)
+        .await
+        .unwrap();
+
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        cache: GitCache::new(tempfile::tempdir().unwrap().keep()),
+        namespace: ns.clone(),
+    });
+    let handle = tokio::spawn(controller::run(ctx));
+
+    let syncs: Api<Sync> = Api::namespaced(client.clone(), &ns);
+    let sync: Sync = serde_json::from_value(json!({
+        "apiVersion": "lockstep.dev/v1alpha1", "kind": "Sync",
+        "metadata": { "name": "app" },
+        "spec": {
+            "source": { "url": format!("file://{}", r.display()), "path": "app", "interval": "1s" },
+            "decryption": { "sops": { "secretRef": { "name": "sops-age" } } },
+            "targetNamespace": ns,
+        }
+    }))
+    .unwrap();
+    syncs.create(&PostParams::default(), &sync).await.unwrap();
+    let s = wait_status(&syncs, "app", 60, |s| ready(s).is_some_and(|r| r.0 == "True")).await;
+    let st = s.status.clone().unwrap();
+    assert!(
+        st.last_applied_revision
+            .as_deref()
+            .unwrap()
+            .starts_with("main@sha1:"),
+        "{st:?}"
+    );
+    assert_eq!(st.inventory.len(), 2);
+    let db = Api::<Secret>::namespaced(client.clone(), &ns)
+        .get("db")
+        .await
+        .unwrap();
+    assert_eq!(db.data.unwrap()["password"].0, CANARY.as_bytes());
+
+    // A tampered SOPS file: Ready False, Stalled True, the file named, nothing leaked.
+    let enc = std::fs::read_to_string(r.join("app/db.sops.yaml")).unwrap();
+    std::fs::write(
+        r.join("app/db.sops.yaml"),
+        enc.replace("name: db", "name: db-renamed"),
+    )
+    .unwrap();
+    git(r, &["commit", "-qam", "tamper"]);
+    let s = wait_status(&syncs, "app", 60, |s| ready(s).is_some_and(|r| r.0 == "False")).await;
+    let (_, reason, message) = ready(&s).unwrap();
+    assert_eq!(reason, "RenderFailed");
+    assert!(
+        message.contains("app/db.sops.yaml") || message.contains("db.sops.yaml"),
+        "{message}"
+    );
+    let stalled = s
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Stalled")
+        .unwrap();
+    assert_eq!(stalled.status, "True");
+    let whole = serde_json::to_string(&s).unwrap();
+    assert!(!whole.contains(CANARY), "no secret value in the Sync object");
+    assert_eq!(
+        s.status.as_ref().unwrap().inventory.len(),
+        2,
+        "the inventory of the last good sync stays"
+    );
+    handle.abort();
+}
