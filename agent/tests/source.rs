@@ -69,3 +69,28 @@ fn fetches_the_branch_head_and_reads_the_path_without_a_worktree() {
         .to_string();
     assert!(e.contains("clusters/staging"), "{e}");
 }
+
+#[test]
+fn fetches_over_smart_http_from_git_http_backend() {
+    let root = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    git(w, &["init", "-q"]);
+    std::fs::write(w.join("a.yaml"), "kind: ConfigMap\n").unwrap();
+    git(w, &["add", "."]);
+    git(w, &["commit", "-qm", "one"]);
+    let head = git(w, &["rev-parse", "HEAD"]);
+    let bare = root.path().join("repo.git");
+    git(w, &["clone", "-q", "--bare", ".", bare.to_str().unwrap()]);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let server = lockstep_tests::services::git_http(root.path()).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let rev = GitCache::new(cache.path())
+        .fetch(&format!("{}/repo.git", server.url), "main", "")
+        .unwrap();
+    assert_eq!(rev.commit, head);
+    assert_eq!(rev.files.keys().collect::<Vec<_>>(), ["a.yaml"]);
+}

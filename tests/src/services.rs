@@ -220,3 +220,48 @@ exec "$@""#;
         token: String::new(),
     })
 }
+
+/// Serves the bare repositories under `root` over smart HTTP with the real `git http-backend`
+/// (as CGI under Python's `http.server`): `<url>/<name>.git`.
+pub fn git_http(root: &std::path::Path) -> Result<Service> {
+    let port = free_port()?;
+    let dir = io(
+        "creating a service directory",
+        tempfile::Builder::new().prefix("lockstep-githttp-").tempdir(),
+    )?;
+    let cgi = dir.path().join("cgi-bin");
+    io("creating cgi-bin", std::fs::create_dir_all(&cgi))?;
+    let script = format!(
+        "#!/bin/sh\nexport GIT_PROJECT_ROOT='{}'\nexport GIT_HTTP_EXPORT_ALL=1\n\
+         export GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0='*'\nexec git http-backend\n",
+        root.display()
+    );
+    io("writing the CGI script", std::fs::write(cgi.join("git"), script))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        io(
+            "making it executable",
+            std::fs::set_permissions(cgi.join("git"), std::fs::Permissions::from_mode(0o755)),
+        )?;
+        // The CGI handler drops to `nobody` when run as root: let it read everything.
+        for p in [dir.path(), cgi.as_path()] {
+            io(
+                "opening permissions",
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)),
+            )?;
+        }
+    }
+    let mut cmd = Command::new("python3");
+    cmd.current_dir(dir.path()).args([
+        "-m",
+        "http.server",
+        "--cgi",
+        "--bind",
+        "127.0.0.1",
+        &port.to_string(),
+    ]);
+    let mut svc = start("git-http-backend", cmd, port, "", "/")?;
+    svc.url = format!("http://127.0.0.1:{port}/cgi-bin/git");
+    svc._dir = dir;
+    Ok(svc)
+}
