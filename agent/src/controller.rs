@@ -140,14 +140,18 @@ async fn reconcile(s: Arc<Sync>, ctx: Arc<Context>) -> Result<Action, Error> {
 }
 
 async fn run_sync(s: &Sync, ctx: &Context, ns: &str, status: &SyncStatus) -> Result<sync::Outcome, Error> {
-    let branch = match &s.spec.source.reference {
-        None => "main".to_owned(),
+    use crate::source::Reference;
+    let reference = match &s.spec.source.reference {
+        None => Reference::Branch("main".into()),
         Some(r) => match (&r.branch, &r.tag, &r.semver, &r.commit) {
-            (Some(b), None, None, None) => b.clone(),
-            (None, None, None, None) => "main".to_owned(),
+            (Some(b), None, None, None) => Reference::Branch(b.clone()),
+            (None, Some(t), None, None) => Reference::Tag(t.clone()),
+            (None, None, Some(v), None) => Reference::Semver(v.clone()),
+            (None, None, None, Some(c)) => Reference::Commit(c.clone()),
+            (None, None, None, None) => Reference::Branch("main".into()),
             _ => {
                 return Err(Error::Unsupported(
-                    "spec.source.ref: only `branch` is supported so far".into(),
+                    "spec.source.ref: set exactly one of branch, tag, semver, commit".into(),
                 ));
             }
         },
@@ -196,10 +200,11 @@ async fn run_sync(s: &Sync, ctx: &Context, ns: &str, status: &SyncStatus) -> Res
     };
     let cfg = Config {
         url: s.spec.source.url.clone(),
-        branch,
+        reference,
         path: s.spec.source.path.clone().unwrap_or_default(),
         owner: format!("{ns}.{}", s.name_any()),
         target_namespace: s.spec.target_namespace.clone(),
+        create_namespace: s.spec.create_namespace == Some(true),
         prune: s.spec.prune != Some(false),
         prune_budget: f64::from(s.spec.prune_budget_percent.unwrap_or(50)) / 100.0,
         allow_mass_deletion: s.spec.allow_mass_deletion == Some(true),
@@ -261,18 +266,11 @@ fn condition(
 /// The status after a sync (pure but for the clock).
 fn next_status(s: &Sync, prev: SyncStatus, result: &Result<sync::Outcome, Error>) -> SyncStatus {
     let generation = s.metadata.generation;
-    let branch = s
-        .spec
-        .source
-        .reference
-        .as_ref()
-        .and_then(|r| r.branch.clone())
-        .unwrap_or_else(|| "main".into());
     let mut st = prev.clone();
     st.observed_generation = generation;
     match result {
         Ok(out) => {
-            let rev = format!("{branch}@sha1:{}", out.commit);
+            let rev = format!("{}@sha1:{}", out.reference, out.commit);
             st.last_applied_revision = Some(rev.clone());
             st.last_attempted_revision = Some(rev.clone());
             st.inventory = out

@@ -32,25 +32,54 @@ pub enum Error {
     },
 }
 
+/// What to check out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reference {
+    /// The head of a branch.
+    Branch(String),
+    /// A tag (annotated or light).
+    Tag(String),
+    /// The highest tag matching a semver range (`>=1.2.0, <2`, `~1.4`); a `v` prefix is allowed.
+    Semver(String),
+    /// A commit id (full hex).
+    Commit(String),
+}
+
+impl Reference {
+    /// The name shown in revisions: `main`, `v1.2.3`, ...
+    pub fn display(&self) -> &str {
+        match self {
+            Reference::Branch(s) | Reference::Tag(s) | Reference::Semver(s) | Reference::Commit(s) => s,
+        }
+    }
+}
+
 /// The files of one revision under the Sync's path.
 #[derive(Debug)]
 pub struct Revision {
     /// The commit id (hex).
     pub commit: String,
+    /// The ref it was resolved from (the chosen tag for a semver range).
+    pub reference: String,
     /// File path (relative to the Sync's path) → content.
     pub files: BTreeMap<String, Vec<u8>>,
 }
 
-/// Where Git caches live: one bare repository per URL under `dir`.
+/// Where Git caches live: one bare repository per URL under `dir`. Fetches of one URL are
+/// serialised (two Syncs of one repository share its cache).
 #[derive(Clone, Debug)]
 pub struct GitCache {
     dir: PathBuf,
+    locks: std::sync::Arc<std::sync::Mutex<BTreeMap<PathBuf, std::sync::Arc<std::sync::Mutex<()>>>>>,
 }
 
 impl GitCache {
     /// A cache rooted at `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            locks: Default::default(),
+        }
     }
 
     fn repo_dir(&self, url: &str) -> PathBuf {
@@ -59,48 +88,103 @@ impl GitCache {
         self.dir.join(hex::encode(&h[..12]))
     }
 
-    /// Fetches `branch` (depth 1) and returns the files under `path` at its head.
+    /// Fetches a branch's head (depth 1) and returns the files under `path`.
     pub fn fetch(&self, url: &str, branch: &str, path: &str) -> Result<Revision, Error> {
+        self.fetch_ref(url, &Reference::Branch(branch.to_owned()), path)
+    }
+
+    /// Fetches `reference` (shallow where the protocol allows) and returns the files under `path`.
+    pub fn fetch_ref(&self, url: &str, reference: &Reference, path: &str) -> Result<Revision, Error> {
+        let branch = reference.display();
         let fetch_err = |m: String| Error::Fetch {
             url: url.into(),
             branch: branch.into(),
             message: m,
         };
         let dir = self.repo_dir(url);
+        let lock = {
+            let mut locks = self
+                .locks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            locks.entry(dir.clone()).or_default().clone()
+        };
+        let _guard = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let interrupt = AtomicBool::new(false);
-        let depth = Shallow::DepthAtRemote(std::num::NonZeroU32::MIN);
         let repo = if dir.join("HEAD").is_file() {
             gix::open(&dir).map_err(|e| fetch_err(e.to_string()))?
         } else {
             std::fs::create_dir_all(&dir).map_err(|e| fetch_err(e.to_string()))?;
             gix::init_bare(&dir).map_err(|e| fetch_err(e.to_string()))?
         };
-        // Only the one branch, into its remote-tracking ref, one commit deep.
-        let spec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
+        let (spec, shallow) = match reference {
+            // Only the one ref, one commit deep.
+            Reference::Branch(b) => (format!("+refs/heads/{b}:refs/remotes/origin/{b}"), true),
+            Reference::Tag(t) => (format!("+refs/tags/{t}:refs/tags/{t}"), true),
+            Reference::Semver(_) => ("+refs/tags/*:refs/tags/*".to_owned(), true),
+            // Any commit of any branch: full history of the heads.
+            Reference::Commit(_) => ("+refs/heads/*:refs/remotes/origin/*".to_owned(), false),
+        };
         let remote = repo
             .remote_at(url)
             .map_err(|e| fetch_err(e.to_string()))?
             .with_refspecs(Some(spec.as_str()), Direction::Fetch)
             .map_err(|e| fetch_err(e.to_string()))?;
-        remote
+        let prepared = remote
             .connect(Direction::Fetch)
             .map_err(|e| fetch_err(e.to_string()))?
             .prepare_fetch(gix::progress::Discard, Default::default())
-            .map_err(|e| fetch_err(e.to_string()))?
-            .with_shallow(depth)
+            .map_err(|e| fetch_err(e.to_string()))?;
+        let prepared = if shallow {
+            prepared.with_shallow(Shallow::DepthAtRemote(std::num::NonZeroU32::MIN))
+        } else if repo.is_shallow().unwrap_or(false) {
+            prepared.with_shallow(Shallow::undo())
+        } else {
+            prepared
+        };
+        prepared
             .receive(gix::progress::Discard, &interrupt)
             .map_err(|e| fetch_err(e.to_string()))?;
         let missing = |m: String| Error::Missing {
             url: url.into(),
             message: m,
         };
-        let id = repo
-            .find_reference(format!("refs/remotes/origin/{branch}").as_str())
-            .map_err(|_| missing(format!("branch `{branch}` not found")))?
-            .peel_to_id()
-            .map_err(|e| missing(e.to_string()))?
-            .detach();
-        let commit = repo.find_commit(id).map_err(|e| missing(e.to_string()))?;
+        let peel = |name: &str| -> Result<gix::ObjectId, Error> {
+            repo.find_reference(name)
+                .map_err(|_| missing(format!("`{}` not found", name.rsplit('/').next().unwrap_or(name))))?
+                .peel_to_id()
+                .map(|id| id.detach())
+                .map_err(|e| missing(e.to_string()))
+        };
+        let (id, resolved) = match reference {
+            Reference::Branch(b) => (peel(&format!("refs/remotes/origin/{b}"))?, b.clone()),
+            Reference::Tag(t) => (peel(&format!("refs/tags/{t}"))?, t.clone()),
+            Reference::Semver(range) => {
+                let req = semver::VersionReq::parse(range)
+                    .map_err(|e| missing(format!("invalid semver range `{range}`: {e}")))?;
+                let tags = repo.references().map_err(|e| missing(e.to_string()))?;
+                let best = tags
+                    .tags()
+                    .map_err(|e| missing(e.to_string()))?
+                    .filter_map(Result::ok)
+                    .filter_map(|r| {
+                        let name = r.name().shorten().to_string();
+                        let v = semver::Version::parse(name.strip_prefix('v').unwrap_or(&name)).ok()?;
+                        req.matches(&v).then_some((v, name))
+                    })
+                    .max_by(|a, b| a.0.cmp(&b.0))
+                    .ok_or_else(|| missing(format!("no tag matches semver range `{range}`")))?;
+                (peel(&format!("refs/tags/{}", best.1))?, best.1)
+            }
+            Reference::Commit(c) => {
+                let id = gix::ObjectId::from_hex(c.as_bytes())
+                    .map_err(|_| missing(format!("`{c}` is not a full commit id")))?;
+                (id, c.clone())
+            }
+        };
+        let commit = repo
+            .find_commit(id)
+            .map_err(|_| missing(format!("commit {id} not found")))?;
         let mut tree = commit.tree().map_err(|e| missing(e.to_string()))?;
         let path = path.trim_matches('/');
         if !path.is_empty() && path != "." {
@@ -118,6 +202,7 @@ impl GitCache {
         walk(&repo, &tree, "", &mut files).map_err(missing)?;
         Ok(Revision {
             commit: id.to_string(),
+            reference: resolved,
             files,
         })
     }

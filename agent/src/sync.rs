@@ -14,14 +14,16 @@ use crate::source::{self, GitCache};
 pub struct Config {
     /// Repository URL (`file://`, `https://`, `ssh://`).
     pub url: String,
-    /// Branch.
-    pub branch: String,
+    /// Branch, tag, semver range or commit.
+    pub reference: source::Reference,
     /// Directory inside the repository.
     pub path: String,
     /// `namespace.name` of the Sync; the owner label of every object.
     pub owner: String,
     /// Namespace for namespaced objects (overrides theirs).
     pub target_namespace: Option<String>,
+    /// Create `target_namespace` when it does not exist.
+    pub create_namespace: bool,
     /// Delete objects that left Git.
     pub prune: bool,
     /// Largest share of the inventory one sync may delete (default 0.5).
@@ -56,6 +58,8 @@ pub enum Error {
 pub struct Outcome {
     /// The commit applied.
     pub commit: String,
+    /// The ref it came from (the tag chosen for a semver range).
+    pub reference: String,
     /// What apply did.
     pub report: apply::Report,
     /// What was pruned.
@@ -75,16 +79,29 @@ pub async fn sync_once(
     last: &Inventory,
 ) -> Result<Outcome, Error> {
     let started = std::time::Instant::now();
-    let (cache2, url, branch, path) = (
+    let (cache2, url, reference, path) = (
         cache.clone(),
         cfg.url.clone(),
-        cfg.branch.clone(),
+        cfg.reference.clone(),
         cfg.path.clone(),
     );
-    let rev = tokio::task::spawn_blocking(move || cache2.fetch(&url, &branch, &path))
+    let rev = tokio::task::spawn_blocking(move || cache2.fetch_ref(&url, &reference, &path))
         .await
         .map_err(|e| Error::Task(e.to_string()))??;
-    let manifests = render::Directory.render(&rev.files, keys)?;
+    let mut manifests = render::Directory.render(&rev.files, keys)?;
+    if let (true, Some(ns)) = (cfg.create_namespace, &cfg.target_namespace) {
+        let declared = manifests.iter().any(|m| {
+            m.object.get("kind").and_then(|k| k.as_str()) == Some("Namespace")
+                && m.object.pointer("/metadata/name").and_then(|n| n.as_str()) == Some(ns.as_str())
+        });
+        if !declared {
+            manifests.push(render::Manifest {
+                origin: "spec.createNamespace".into(),
+                object: serde_json::json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } }),
+                secret: false,
+            });
+        }
+    }
     let mut applier = Applier::new(client, &cfg.owner, cfg.target_namespace.clone()).await?;
     let (inventory, report) = applier.apply(&manifests, last).await?;
     let mut pruned = Vec::new();
@@ -100,6 +117,7 @@ pub async fn sync_once(
     }
     Ok(Outcome {
         commit: rev.commit,
+        reference: rev.reference,
         report,
         pruned,
         inventory,

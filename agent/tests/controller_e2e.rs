@@ -1,6 +1,7 @@
 //! The Sync controller on the real control plane: a Sync object from `crds/sync.yaml` is
-//! reconciled to Ready with its revision and inventory in status; a bad SOPS commit stalls it
-//! with a condition that names the file and no secret value anywhere in status.
+//! reconciled to Ready with its revision and inventory in status; a Sync in Git defines another
+//! (app of apps) that creates its namespace; a bad SOPS commit stalls it with a condition that
+//! names the file, and no secret value reaches status or logs.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -46,14 +47,14 @@ fn git(dir: &Path, args: &[&str]) {
 async fn wait_status(api: &Api<Sync>, name: &str, secs: u64, pred: impl Fn(&Sync) -> bool) -> Sync {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
-        let s = api.get(name).await.unwrap();
-        if pred(&s) {
-            return s;
+        let s = api.get_opt(name).await.unwrap();
+        if let Some(s) = s.as_ref().filter(|s| pred(s)) {
+            return s.clone();
         }
         assert!(
             tokio::time::Instant::now() < deadline,
             "timed out; status: {:?}",
-            s.status
+            s.and_then(|s| s.status)
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -195,6 +196,39 @@ async fn a_sync_object_is_reconciled_and_a_bad_commit_stalls_it() {
         .unwrap();
     assert_eq!(db.data.unwrap()["password"].0, CANARY.as_bytes());
 
+    // App of apps: a Sync in Git defines another Sync, which creates its own namespace.
+    let child_ns = format!("{ns}-child");
+    std::fs::create_dir_all(r.join("child")).unwrap();
+    std::fs::write(
+        r.join("child/cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-child\n",
+    )
+    .unwrap();
+    std::fs::write(
+        r.join("app/child-sync.yaml"),
+        format!(
+            "apiVersion: lockstep.dev/v1alpha1\nkind: Sync\nmetadata:\n  name: child\nspec:\n  source:\n    url: file://{}\n    path: child\n    interval: 1s\n  targetNamespace: {child_ns}\n  createNamespace: true\n",
+            r.display()
+        ),
+    )
+    .unwrap();
+    git(r, &["add", "-A"]);
+    git(r, &["commit", "-qm", "child"]);
+    wait_status(&syncs, "child", 60, |s| ready(s).is_some_and(|r| r.0 == "True")).await;
+    let cm = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &child_ns)
+        .get("from-child")
+        .await
+        .unwrap();
+    assert_eq!(
+        cm.metadata.labels.unwrap()["lockstep.dev/sync"],
+        format!("{ns}.child")
+    );
+    let s = wait_status(&syncs, "app", 30, |s| {
+        s.status.as_ref().is_some_and(|st| st.inventory.len() == 3)
+    })
+    .await;
+    assert_eq!(ready(&s).unwrap().0, "True", "{:?}", ready(&s));
+
     // A tampered SOPS file: Ready False, Stalled True, the file named, nothing leaked.
     let enc = std::fs::read_to_string(r.join("app/db.sops.yaml")).unwrap();
     std::fs::write(
@@ -223,7 +257,7 @@ async fn a_sync_object_is_reconciled_and_a_bad_commit_stalls_it() {
     assert!(!whole.contains(CANARY), "no secret value in the Sync object");
     assert_eq!(
         s.status.as_ref().unwrap().inventory.len(),
-        2,
+        3,
         "the inventory of the last good sync stays"
     );
     handle.abort();

@@ -94,3 +94,48 @@ fn fetches_over_smart_http_from_git_http_backend() {
     assert_eq!(rev.commit, head);
     assert_eq!(rev.files.keys().collect::<Vec<_>>(), ["a.yaml"]);
 }
+
+#[test]
+fn tags_semver_ranges_and_commits() {
+    use lockstep_agent::source::Reference;
+    let repo = tempfile::tempdir().unwrap();
+    let r = repo.path();
+    git(r, &["init", "-q"]);
+    let mut ids = Vec::new();
+    for (i, tag) in ["v1.0.0", "v1.2.0", "v2.0.0"].iter().enumerate() {
+        std::fs::write(r.join("f.yaml"), format!("n: {i}\n")).unwrap();
+        git(r, &["add", "."]);
+        git(r, &["commit", "-qm", tag]);
+        git(r, &["tag", "-a", "-m", tag, tag]);
+        ids.push(git(r, &["rev-parse", "HEAD"]));
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let src = GitCache::new(cache.path());
+    let url = format!("file://{}", r.display());
+    let rev = src.fetch_ref(&url, &Reference::Tag("v1.0.0".into()), "").unwrap();
+    assert_eq!(
+        (rev.commit.as_str(), rev.files["f.yaml"].as_slice()),
+        (ids[0].as_str(), &b"n: 0\n"[..])
+    );
+    let rev = src
+        .fetch_ref(&url, &Reference::Semver(">=1.0.0, <2.0.0".into()), "")
+        .unwrap();
+    assert_eq!(
+        (rev.commit.as_str(), rev.reference.as_str()),
+        (ids[1].as_str(), "v1.2.0")
+    );
+    let rev = src
+        .fetch_ref(&url, &Reference::Commit(ids[0].clone()), "")
+        .unwrap();
+    assert_eq!(rev.files["f.yaml"], b"n: 0\n");
+    let e = src
+        .fetch_ref(&url, &Reference::Semver(">=3".into()), "")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no tag matches semver range `>=3`"), "{e}");
+    let e = src
+        .fetch_ref(&url, &Reference::Commit("0123".into()), "")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a full commit id"), "{e}");
+}
