@@ -114,9 +114,17 @@ impl KeyStore {
             .await
             .map_err(self.kube("listing sealing keys"))?;
         let mut ring = KeyRing::new();
-        let mut newest: Option<(String, SealingCert)> = None;
+        // Newest by certificate NotBefore; ties (keys made within one second) go to the Secret
+        // written last.
+        let mut newest: Option<((i64, u64), String, SealingCert)> = None;
         for s in list.items {
             let name = s.metadata.name.clone().unwrap_or_default();
+            let written: u64 = s
+                .metadata
+                .resource_version
+                .as_deref()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
             let source = format!("secret {}/{name}", self.namespace);
             let data = s.data.unwrap_or_default();
             let field = |k: &str| {
@@ -129,14 +137,15 @@ impl KeyStore {
             })?);
             ring.push(UnsealingKey::from_pem(&source, &key_pem)?);
             let cert = SealingCert::from_pem(&source, &field("tls.crt")?)?;
-            if newest
-                .as_ref()
-                .is_none_or(|(_, n)| cert.not_before() > n.not_before())
-            {
-                newest = Some((name, cert));
+            let order = (cert.not_before(), written);
+            if newest.as_ref().is_none_or(|(o, _, _)| order > *o) {
+                newest = Some((order, name, cert));
             }
         }
-        Ok(Keys { ring, newest })
+        Ok(Keys {
+            ring,
+            newest: newest.map(|(_, n, c)| (n, c)),
+        })
     }
 
     /// Generates and stores a new active key (RSA-`bits`, certificate valid `ttl_days`).
