@@ -87,7 +87,7 @@ fn main() -> Result<()> {
                 "run",
                 "--quiet",
                 "--package",
-                "lockstep-tests",
+                "lockstep-agent",
                 "--example",
                 "demo",
             ]))
