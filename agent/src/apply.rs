@@ -161,7 +161,16 @@ impl Applier {
                     what: m.origin.clone(),
                     message: "no id".into(),
                 })?;
-                let h = plan::hash(&o);
+                let h = match &m.source_digest {
+                    Some(d) => plan::secret_hash(&o, d),
+                    None if m.secret => {
+                        return Err(Error::Kube {
+                            what: m.origin.clone(),
+                            message: "secret material without a source digest".into(),
+                        });
+                    }
+                    None => plan::hash(&o),
+                };
                 let unchanged = last.entries.get(&id.key()).is_some_and(|(_, old)| *old == h);
                 inventory.entries.insert(id.key(), (id.clone(), h));
                 if unchanged {

@@ -121,6 +121,25 @@ pub fn hash(o: &Json) -> String {
     hex::encode(&Sha256::digest(&*buf)[..16])
 }
 
+/// A digest of bytes (for encrypted sources).
+pub fn digest(bytes: &[u8]) -> String {
+    hex::encode(&Sha256::digest(bytes)[..16])
+}
+
+/// The inventory hash of a Secret made from an encrypted source: its metadata and type as
+/// they are, its values replaced by the digest of the ciphertext they came from. Status is
+/// readable by more people than Secrets are; a hash of plaintext there would let them test
+/// guesses of a low-entropy value offline.
+pub fn secret_hash(o: &Json, source_digest: &str) -> String {
+    let mut masked = o.clone();
+    if let Some(m) = masked.as_object_mut() {
+        m.remove("data");
+        m.remove("stringData");
+        m.insert("lockstep.dev/source".into(), source_digest.into());
+    }
+    hash(&masked)
+}
+
 /// What leaves Git: entries of `last` that the desired set no longer has.
 pub fn prune_set(last: &Inventory, desired: &Inventory) -> Vec<ObjectId> {
     last.entries
@@ -169,6 +188,17 @@ pub fn check_budget(count: usize, inventory: usize, budget: f64, allow: bool) ->
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn secret_hashes_depend_on_ciphertext_not_values() {
+        let a = json!({"kind": "Secret", "metadata": {"name": "x"}, "data": {"k": "c2VjcmV0"}});
+        let b = json!({"kind": "Secret", "metadata": {"name": "x"}, "data": {"k": "b3RoZXI="}});
+        assert_eq!(secret_hash(&a, "d1"), secret_hash(&b, "d1"));
+        assert_ne!(secret_hash(&a, "d1"), secret_hash(&a, "d2"));
+        assert_ne!(secret_hash(&a, "d1"), hash(&a));
+        let renamed = json!({"kind": "Secret", "metadata": {"name": "y"}, "data": {"k": "c2VjcmV0"}});
+        assert_ne!(secret_hash(&a, "d1"), secret_hash(&renamed, "d1"));
+    }
 
     #[test]
     fn stages_put_secrets_before_workloads() {

@@ -21,6 +21,10 @@ pub struct Manifest {
     pub object: Json,
     /// Whether it holds decrypted secret material (never logged, never put in status).
     pub secret: bool,
+    /// For secret material: a digest of the *encrypted* source (the SOPS file, the
+    /// SealedSecret), which stands in for the values when change is detected, so that the
+    /// inventory in status never holds a hash of plaintext.
+    pub source_digest: Option<String>,
 }
 
 impl std::fmt::Debug for Manifest {
@@ -98,15 +102,16 @@ impl Renderer for Directory {
             let encrypted = docs
                 .iter()
                 .any(|d| matches!(d, Value::Map(items) if sops::is_encrypted_document(items)));
-            let (docs, secret): (Vec<Value>, bool) = if encrypted {
+            let (docs, secret, digest) = if encrypted {
                 let ids = keys
                     .sops
                     .as_ref()
                     .ok_or_else(|| Error::NoDecryption { file: file.clone() })?;
                 let d = sops::decrypt(file, bytes, format, ids, DecryptOptions::default())?;
-                (d.documents().iter().cloned().map(Value::Map).collect(), true)
+                let docs: Vec<Value> = d.documents().iter().cloned().map(Value::Map).collect();
+                (docs, true, Some(crate::plan::digest(bytes)))
             } else {
-                (docs, false)
+                (docs, false, None)
             };
             for (i, doc) in docs.iter().enumerate() {
                 let origin = if docs.len() > 1 {
@@ -131,6 +136,7 @@ impl Renderer for Directory {
                     origin,
                     object,
                     secret,
+                    source_digest: digest.clone(),
                 });
             }
         }
@@ -170,6 +176,7 @@ fn unseal_all(manifests: &mut Vec<Manifest>, keys: &Keys) -> Result<(), Error> {
                 origin: format!("{} (unsealed)", m.origin),
                 object: s.to_secret_json(),
                 secret: true,
+                source_digest: Some(crate::plan::hash(&m.object)),
             });
         }
     }

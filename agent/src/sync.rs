@@ -99,6 +99,7 @@ pub async fn sync_once(
                 origin: "spec.createNamespace".into(),
                 object: serde_json::json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } }),
                 secret: false,
+                source_digest: None,
             });
         }
     }
