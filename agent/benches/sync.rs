@@ -196,7 +196,7 @@ fn main() {
     ring.push(UnsealingKey::from_pem("bench", &skey).unwrap());
     let keys = Keys {
         sops: Some(ids),
-        sealed: Some(ring),
+        sealed: Some(ring.into()),
     };
     let cfg = Config {
         url: format!("file://{}", repo.display()),
@@ -208,6 +208,8 @@ fn main() {
         prune: true,
         prune_budget: 0.5,
         allow_mass_deletion: false,
+        credentials: Default::default(),
+        ca_pem: None,
     };
     let cache = GitCache::new(w.join("git-cache"));
     let client = rt.block_on(cp.client()).unwrap();

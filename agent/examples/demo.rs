@@ -80,6 +80,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         prune: true,
         prune_budget: 0.5,
         allow_mass_deletion: false,
+        credentials: Default::default(),
+        ca_pem: None,
     };
     let cache = GitCache::new(work.path().join("git-cache"));
     let client = cp.client().await?;

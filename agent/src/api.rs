@@ -122,6 +122,9 @@ pub struct SyncStatus {
     /// `metadata.generation` last reconciled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The value of the `lockstep.dev/reconcile-requested-at` annotation last handled.
+    #[serde(default)]
+    pub last_handled_reconcile_at: Option<String>,
     /// `Ready`, `Reconciling`, `Stalled`.
     #[serde(default)]
     pub conditions: Vec<Condition>,

@@ -15,7 +15,6 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::api::{Condition, HistoryEntry, InventoryEntry, Sync, SyncStatus};
 use crate::plan::{Inventory, ObjectId};
 use crate::render::Keys;
-use crate::sealing::KeyStore;
 use crate::source::GitCache;
 use crate::sync::{self, Config};
 
@@ -45,10 +44,44 @@ pub struct Context {
     pub cache: GitCache,
     /// Namespace of the agent (sealing keys live there).
     pub namespace: String,
+    /// The agent's sealing keys, kept current ([`crate::sealing::maintain`]).
+    pub keys: crate::sealing::Live,
 }
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
 const HISTORY: usize = 5;
+
+/// The annotation that asks for a reconcile now (its value: any new string, e.g. a time).
+pub const RECONCILE_ANNOTATION: &str = "lockstep.dev/reconcile-requested-at";
+
+/// Retry delay after a failed sync.
+const RETRY: Duration = Duration::from_secs(30);
+
+/// Whether a sync is due now, or after how long (pure; `now` in seconds since the epoch).
+/// A sync is due when the spec changed (generation), a reconcile was requested (annotation),
+/// or the interval (after success) or the retry delay (after failure) has passed since the last
+/// attempt. Every other event, such as our own status writes, finds nothing due, so status
+/// writes do not loop.
+pub fn due(s: &Sync, now: i64, interval: Duration) -> Option<Duration> {
+    let st = s.status.as_ref()?;
+    if st.observed_generation != s.metadata.generation {
+        return None;
+    }
+    if s.annotations().get(RECONCILE_ANNOTATION) != st.last_handled_reconcile_at.as_ref() {
+        return None;
+    }
+    let last = st.history.first()?;
+    let at = time::OffsetDateTime::parse(&last.time, &time::format_description::well_known::Rfc3339)
+        .ok()?
+        .unix_timestamp();
+    let wait = if last.result == "Succeeded" {
+        interval
+    } else {
+        RETRY
+    };
+    let next = at.saturating_add(i64::try_from(wait.as_secs()).unwrap_or(i64::MAX));
+    (next > now).then(|| Duration::from_secs(u64::try_from(next - now).unwrap_or(0)))
+}
 
 /// Runs the controller until the stream ends (shutdown signal).
 pub async fn run(ctx: Arc<Context>) {
@@ -66,7 +99,7 @@ pub async fn run(ctx: Arc<Context>) {
 }
 
 fn error_policy(_s: Arc<Sync>, _e: &Error, _ctx: Arc<Context>) -> Action {
-    Action::requeue(Duration::from_secs(30))
+    Action::requeue(RETRY)
 }
 
 /// Go-style durations: `30s`, `5m`, `1h`, `1h30m`.
@@ -93,6 +126,73 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     (total > 0).then(|| Duration::from_secs(total))
 }
 
+/// [`parse_duration`], with `0` meaning zero (a switch-off).
+pub fn parse_duration_or_zero(s: &str) -> Option<Duration> {
+    if s == "0" {
+        Some(Duration::ZERO)
+    } else {
+        parse_duration(s)
+    }
+}
+
+/// The Sync the agent creates at start-up from its flags (`--bootstrap-*`).
+#[derive(Clone, Debug)]
+pub struct Bootstrap {
+    /// Repository URL.
+    pub url: String,
+    /// Branch.
+    pub branch: String,
+    /// Directory.
+    pub path: String,
+    /// Poll interval (Go duration).
+    pub interval: String,
+    /// Secret with `*.agekey` entries.
+    pub sops_secret: Option<String>,
+    /// Secret with repository credentials.
+    pub secret: Option<String>,
+}
+
+/// Creates or updates the bootstrap Sync `namespace/name` (server-side apply, field manager
+/// `lockstep-bootstrap`): fields set by other managers (a later `kubectl edit`) are left alone
+/// unless the flags set them too.
+pub async fn bootstrap(client: Client, namespace: &str, name: &str, b: Bootstrap) -> Result<(), Error> {
+    use crate::api::{Decryption, GitRef, LocalRef, SopsDecryption, Source, SyncSpec};
+    let spec = SyncSpec {
+        source: Source {
+            url: b.url,
+            reference: Some(GitRef {
+                branch: Some(b.branch),
+                ..GitRef::default()
+            }),
+            path: (!b.path.is_empty()).then_some(b.path),
+            secret_ref: b.secret.map(|name| LocalRef { name }),
+            interval: Some(b.interval),
+        },
+        decryption: b.sops_secret.map(|name| Decryption {
+            sops: Some(SopsDecryption {
+                secret_ref: LocalRef { name },
+            }),
+            sealed_secrets: None,
+        }),
+        ..SyncSpec::default()
+    };
+    let obj = serde_json::json!({
+        "apiVersion": "lockstep.dev/v1alpha1", "kind": "Sync",
+        "metadata": { "name": name, "namespace": namespace },
+        "spec": spec,
+    });
+    let api: Api<Sync> = Api::namespaced(client, namespace);
+    api.patch(
+        name,
+        &PatchParams::apply("lockstep-bootstrap").force(),
+        &Patch::Apply(&obj),
+    )
+    .await
+    .map_err(|e| Error::Status(format!("applying the bootstrap Sync {namespace}/{name}: {e}")))?;
+    info!(sync.namespace = %namespace, sync.name = %name, "bootstrap Sync applied");
+    Ok(())
+}
+
 async fn reconcile(s: Arc<Sync>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = s.namespace().unwrap_or_default();
     let name = s.name_any();
@@ -108,6 +208,10 @@ async fn reconcile(s: Arc<Sync>, ctx: Arc<Context>) -> Result<Action, Error> {
             .unwrap_or(DEFAULT_INTERVAL);
         if s.spec.suspend == Some(true) {
             return Ok(Action::requeue(interval));
+        }
+        let now_s = time::OffsetDateTime::now_utc().unix_timestamp();
+        if let Some(wait) = due(&s, now_s, interval) {
+            return Ok(Action::requeue(wait));
         }
         let status = s.status.clone().unwrap_or_default();
         let result = run_sync(&s, &ctx, &ns, &status).await;
@@ -156,11 +260,17 @@ async fn run_sync(s: &Sync, ctx: &Context, ns: &str, status: &SyncStatus) -> Res
             }
         },
     };
-    if s.spec.source.secret_ref.is_some() {
-        return Err(Error::Unsupported(
-            "spec.source.secretRef: credentials are not supported yet".into(),
-        ));
-    }
+    let (credentials, ca_pem) = match &s.spec.source.secret_ref {
+        None => (crate::source::Credentials::None, None),
+        Some(r) => {
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+            let secret = secrets
+                .get(&r.name)
+                .await
+                .map_err(|e| Error::Keys(format!("spec.source.secretRef: secret {ns}/{}: {e}", r.name)))?;
+            credentials_from(&format!("{ns}/{}", r.name), secret.data.unwrap_or_default())?
+        }
+    };
     let mut keys = Keys::default();
     if let Some(sops) = s.spec.decryption.as_ref().and_then(|d| d.sops.as_ref()) {
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
@@ -175,12 +285,9 @@ async fn run_sync(s: &Sync, ctx: &Context, ns: &str, status: &SyncStatus) -> Res
         keys.sops = Some(ids);
     }
     if s.spec.decryption.as_ref().and_then(|d| d.sealed_secrets) != Some(false) {
-        let loaded = KeyStore::new(ctx.client.clone(), &ctx.namespace)
-            .load()
-            .await
-            .map_err(|e| Error::Keys(e.to_string()))?;
-        if !loaded.ring.is_empty() {
-            keys.sealed = Some(loaded.ring);
+        let ring = ctx.keys.borrow().ring.clone();
+        if !ring.is_empty() {
+            keys.sealed = Some(ring);
         }
     }
     let last = Inventory {
@@ -208,6 +315,8 @@ async fn run_sync(s: &Sync, ctx: &Context, ns: &str, status: &SyncStatus) -> Res
         prune: s.spec.prune != Some(false),
         prune_budget: f64::from(s.spec.prune_budget_percent.unwrap_or(50)) / 100.0,
         allow_mass_deletion: s.spec.allow_mass_deletion == Some(true),
+        credentials,
+        ca_pem,
     };
     let timeout = s
         .spec
@@ -222,6 +331,52 @@ async fn run_sync(s: &Sync, ctx: &Context, ns: &str, status: &SyncStatus) -> Res
     .await
     .map_err(|_| Error::Unsupported(format!("the sync did not finish within {} s", timeout.as_secs())))?
     .map_err(Error::from)
+}
+
+/// Repository credentials from a Secret's entries (Flux's keys): `username` + `password`, or
+/// `bearerToken`; and `ca.crt`, a private CA. An entry that is not UTF-8 is named, never shown.
+pub fn credentials_from(
+    secret: &str,
+    mut data: std::collections::BTreeMap<String, k8s_openapi::ByteString>,
+) -> Result<(crate::source::Credentials, Option<Vec<u8>>), Error> {
+    let ca = data.remove("ca.crt").map(|b| b.0);
+    use zeroize::Zeroizing;
+    let mut take = |k: &str| -> Result<Option<Zeroizing<String>>, Error> {
+        match data.remove(k) {
+            None => Ok(None),
+            Some(mut b) => {
+                let s = String::from_utf8(std::mem::take(&mut b.0)).map_err(|e| {
+                    let mut bytes = e.into_bytes();
+                    zeroize::Zeroize::zeroize(&mut bytes);
+                    Error::Unsupported(format!(
+                        "spec.source.secretRef: secret {secret}: entry {k} is not UTF-8 text"
+                    ))
+                })?;
+                Ok(Some(Zeroizing::new(s)))
+            }
+        }
+    };
+    let username = take("username")?;
+    let password = take("password")?;
+    let bearer = take("bearerToken")?;
+    let ssh = data.contains_key("identity");
+    data.values_mut()
+        .for_each(|v| zeroize::Zeroize::zeroize(&mut v.0));
+    let creds = match (username, password, bearer) {
+        (Some(u), Some(p), None) => Ok(crate::source::Credentials::Basic {
+            username: u.to_string(),
+            password: p,
+        }),
+        (None, None, Some(t)) => Ok(crate::source::Credentials::Bearer(t)),
+        (None, None, None) if ssh => Err(Error::Unsupported(format!(
+            "spec.source.secretRef: secret {secret}: ssh keys (identity, known_hosts) are not supported yet; use https with username/password or bearerToken"
+        ))),
+        (None, None, None) if ca.is_some() => Ok(crate::source::Credentials::None),
+        _ => Err(Error::Unsupported(format!(
+            "spec.source.secretRef: secret {secret}: expected username and password, or bearerToken (and optionally ca.crt)"
+        ))),
+    }?;
+    Ok((creds, ca))
 }
 
 fn now() -> String {
@@ -268,6 +423,7 @@ fn next_status(s: &Sync, prev: SyncStatus, result: &Result<sync::Outcome, Error>
     let generation = s.metadata.generation;
     let mut st = prev.clone();
     st.observed_generation = generation;
+    st.last_handled_reconcile_at = s.annotations().get(RECONCILE_ANNOTATION).cloned();
     match result {
         Ok(out) => {
             let rev = format!("{}@sha1:{}", out.reference, out.commit);
@@ -352,6 +508,50 @@ fn next_status(s: &Sync, prev: SyncStatus, result: &Result<sync::Outcome, Error>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sync_is_due_on_spec_change_request_interval_or_retry() {
+        use crate::api::{HistoryEntry, SyncStatus};
+        let at = |t: &str, result: &str| HistoryEntry {
+            revision: String::new(),
+            time: t.into(),
+            result: result.into(),
+            applied: 0,
+            pruned: 0,
+        };
+        let t0 = time::macros::datetime!(2026-01-01 00:00:00 UTC).unix_timestamp();
+        let mut s = Sync::new("x", crate::api::SyncSpec::default());
+        s.metadata.generation = Some(2);
+        assert_eq!(due(&s, t0, Duration::from_secs(60)), None, "never synced");
+        s.status = Some(SyncStatus {
+            observed_generation: Some(2),
+            history: vec![at("2026-01-01T00:00:00Z", "Succeeded")],
+            ..SyncStatus::default()
+        });
+        assert_eq!(
+            due(&s, t0 + 10, Duration::from_secs(60)),
+            Some(Duration::from_secs(50))
+        );
+        assert_eq!(due(&s, t0 + 60, Duration::from_secs(60)), None, "interval passed");
+        s.metadata.generation = Some(3);
+        assert_eq!(due(&s, t0 + 10, Duration::from_secs(60)), None, "spec changed");
+        s.metadata.generation = Some(2);
+        s.metadata.annotations = Some([(RECONCILE_ANNOTATION.to_owned(), "now".to_owned())].into());
+        assert_eq!(
+            due(&s, t0 + 10, Duration::from_secs(60)),
+            None,
+            "reconcile requested"
+        );
+        if let Some(st) = s.status.as_mut() {
+            st.last_handled_reconcile_at = Some("now".into());
+            st.history = vec![at("2026-01-01T00:00:00Z", "SourceFailed")];
+        }
+        assert_eq!(
+            due(&s, t0 + 10, Duration::from_secs(600)),
+            Some(Duration::from_secs(20)),
+            "retry"
+        );
+    }
 
     #[test]
     fn go_durations() {

@@ -73,7 +73,7 @@ pub struct Keys {
     /// age identities for SOPS files (`None`: decryption not configured).
     pub sops: Option<Identities>,
     /// Sealing keys for SealedSecrets (`None`: SealedSecrets are applied as they are).
-    pub sealed: Option<KeyRing>,
+    pub sealed: Option<std::sync::Arc<KeyRing>>,
 }
 
 /// Plain YAML/JSON directories.

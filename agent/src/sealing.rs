@@ -80,7 +80,7 @@ pub fn renewal(newest: Option<i64>, now: i64, period: Duration, cutoff: Option<i
 #[derive(Debug)]
 pub struct Keys {
     /// All active keys.
-    pub ring: KeyRing,
+    pub ring: std::sync::Arc<KeyRing>,
     /// The newest active key's certificate and its Secret's name.
     pub newest: Option<(String, SealingCert)>,
 }
@@ -143,7 +143,7 @@ impl KeyStore {
             }
         }
         Ok(Keys {
-            ring,
+            ring: ring.into(),
             newest: newest.map(|(_, n, c)| (n, c)),
         })
     }
@@ -203,6 +203,100 @@ impl KeyStore {
             .map_err(self.kube(&format!("marking sealing key {name} compromised")))?;
         Ok(())
     }
+}
+
+/// The keys in use, shared by the Sync controller, the SealedSecret controller and the HTTP
+/// endpoints; replaced whole when a key Secret changes.
+pub type Live = tokio::sync::watch::Receiver<std::sync::Arc<Keys>>;
+
+/// Keys that never change (tests, tools).
+pub fn fixed(keys: Keys) -> Live {
+    tokio::sync::watch::channel(std::sync::Arc::new(keys)).1
+}
+
+/// How [`maintain`] renews keys.
+#[derive(Clone, Copy, Debug)]
+pub struct RenewPolicy {
+    /// Renewal period (zero: never renew automatically).
+    pub period: Duration,
+    /// Renew when the newest key is older than this time (seconds since the epoch).
+    pub cutoff: Option<i64>,
+}
+
+impl Default for RenewPolicy {
+    fn default() -> Self {
+        Self {
+            period: DEFAULT_RENEW_PERIOD,
+            cutoff: None,
+        }
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Loads the keys (renewing first when a key is due) and returns them as a [`Live`] value, kept
+/// current by a background task: every change to a key Secret (a key added by hand or by the
+/// rotation CronJob, a key marked compromised) reloads them, and a new key is generated when
+/// one falls due. A failed reload keeps the keys in use and is retried.
+pub async fn maintain(store: KeyStore, policy: RenewPolicy) -> Result<Live, Error> {
+    store
+        .renew_if_due(unix_now(), policy.period, policy.cutoff)
+        .await?;
+    let first = store.load().await?;
+    let (tx, rx) = tokio::sync::watch::channel(std::sync::Arc::new(first));
+    tokio::spawn(async move {
+        use futures::StreamExt;
+        use kube::runtime::watcher;
+        let cfg = watcher::Config::default().labels(KEY_LABEL);
+        let mut events = std::pin::pin!(watcher(store.api.clone(), cfg));
+        loop {
+            let due = tx.borrow().newest.as_ref().map(|(_, c)| c.not_before());
+            let wait = match renewal(due, unix_now(), policy.period, policy.cutoff) {
+                Renewal::Now => Duration::ZERO,
+                Renewal::At(t) => {
+                    Duration::from_secs(u64::try_from(t.saturating_sub(unix_now())).unwrap_or(0).min(3600))
+                }
+            };
+            tokio::select! {
+                ev = events.next() => match ev {
+                    None => return,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "watching sealing keys");
+                        continue;
+                    }
+                    // Reload on the end of a (re)list and on every change.
+                    Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => continue,
+                    Some(Ok(_)) => {}
+                },
+                () = tokio::time::sleep(wait) => {
+                    match store.renew_if_due(unix_now(), policy.period, policy.cutoff).await {
+                        Ok(Some(name)) => tracing::info!(secret = %name, "sealing key renewed"),
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "renewing the sealing key");
+                            tokio::time::sleep(Duration::from_secs(30)).await;
+                        }
+                    }
+                }
+            }
+            match store.load().await {
+                Ok(keys) => {
+                    tracing::info!(
+                        keys = keys.ring.len(),
+                        newest = keys.newest.as_ref().map(|(n, _)| n.as_str()).unwrap_or(""),
+                        "sealing keys reloaded"
+                    );
+                    tx.send_replace(std::sync::Arc::new(keys));
+                }
+                Err(e) => tracing::warn!(error = %e, "reloading sealing keys; the keys in use are kept"),
+            }
+        }
+    });
+    Ok(rx)
 }
 
 #[cfg(test)]

@@ -32,6 +32,62 @@ pub enum Error {
     },
 }
 
+/// Credentials for a repository, from the Sync's `spec.source.secretRef` (Flux's keys:
+/// `username` + `password`, or `bearerToken`). Values are wiped on drop and never printed.
+#[derive(Clone, Default)]
+pub enum Credentials {
+    /// Anonymous.
+    #[default]
+    None,
+    /// HTTP basic authentication (also a token as the password, as GitHub and GitLab take it).
+    Basic {
+        /// User name.
+        username: String,
+        /// Password or token.
+        password: zeroize::Zeroizing<String>,
+    },
+    /// `Authorization: Bearer <token>`.
+    Bearer(zeroize::Zeroizing<String>),
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Credentials::None => "None",
+            Credentials::Basic { .. } => "Basic(<redacted>)",
+            Credentials::Bearer(_) => "Bearer(<redacted>)",
+        })
+    }
+}
+
+/// An error with its causes, `outer: inner: ...` (gix's outer messages alone say little, e.g.
+/// "Transport handshake failed").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !out.contains(&m) {
+            out.push_str(": ");
+            out.push_str(&m);
+        }
+        cur = c.source();
+    }
+    out
+}
+
+/// A URL as it may be shown: any user information (`user:password@`) removed.
+pub fn display_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            format!("{scheme}://{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
 /// What to check out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reference {
@@ -95,9 +151,22 @@ impl GitCache {
 
     /// Fetches `reference` (shallow where the protocol allows) and returns the files under `path`.
     pub fn fetch_ref(&self, url: &str, reference: &Reference, path: &str) -> Result<Revision, Error> {
+        self.fetch_with(url, reference, path, &Credentials::None, None)
+    }
+
+    /// [`GitCache::fetch_ref`] with credentials.
+    pub fn fetch_with(
+        &self,
+        url: &str,
+        reference: &Reference,
+        path: &str,
+        credentials: &Credentials,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Revision, Error> {
         let branch = reference.display();
+        let shown = display_url(url);
         let fetch_err = |m: String| Error::Fetch {
-            url: url.into(),
+            url: shown.clone(),
             branch: branch.into(),
             message: m,
         };
@@ -112,10 +181,10 @@ impl GitCache {
         let _guard = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let interrupt = AtomicBool::new(false);
         let repo = if dir.join("HEAD").is_file() {
-            gix::open(&dir).map_err(|e| fetch_err(e.to_string()))?
+            gix::open(&dir).map_err(|e| fetch_err(chain(&e)))?
         } else {
-            std::fs::create_dir_all(&dir).map_err(|e| fetch_err(e.to_string()))?;
-            gix::init_bare(&dir).map_err(|e| fetch_err(e.to_string()))?
+            std::fs::create_dir_all(&dir).map_err(|e| fetch_err(chain(&e)))?;
+            gix::init_bare(&dir).map_err(|e| fetch_err(chain(&e)))?
         };
         let (spec, shallow) = match reference {
             // Only the one ref, one commit deep.
@@ -127,14 +196,53 @@ impl GitCache {
         };
         let remote = repo
             .remote_at(url)
-            .map_err(|e| fetch_err(e.to_string()))?
+            .map_err(|e| fetch_err(chain(&e)))?
             .with_refspecs(Some(spec.as_str()), Direction::Fetch)
-            .map_err(|e| fetch_err(e.to_string()))?;
-        let prepared = remote
+            .map_err(|e| fetch_err(chain(&e)))?;
+        let mut connection = remote
             .connect(Direction::Fetch)
-            .map_err(|e| fetch_err(e.to_string()))?
+            .map_err(|e| fetch_err(chain(&e)))?;
+        match credentials {
+            Credentials::None => {}
+            Credentials::Basic { username, password } => {
+                let (username, password) = (username.clone(), password.clone());
+                connection = connection.with_credentials(move |action| match action {
+                    gix::credentials::helper::Action::Get(ctx) => {
+                        Ok(Some(gix::credentials::protocol::Outcome {
+                            identity: gix::sec::identity::Account {
+                                username: username.clone(),
+                                password: password.to_string(),
+                                oauth_refresh_token: None,
+                            },
+                            next: ctx.into(),
+                        }))
+                    }
+                    _ => Ok(None),
+                });
+            }
+            Credentials::Bearer(_) => {}
+        }
+        let mut http = gix::protocol::transport::client::blocking_io::http::Options::default();
+        if let Credentials::Bearer(token) = credentials {
+            http.extra_headers
+                .push(format!("Authorization: Bearer {}", token.as_str()));
+        }
+        if let Some(pem) = ca_pem {
+            // A private CA (the `ca.crt` entry), trusted beside the platform's roots.
+            let certs =
+                reqwest::Certificate::from_pem_bundle(pem).map_err(|e| fetch_err(format!("ca.crt: {e}")))?;
+            let backend = gix::protocol::transport::client::blocking_io::http::reqwest::Options {
+                configure_client: Some(Box::new(move |b| Ok(b.tls_certs_merge(certs.clone())))),
+                ..Default::default()
+            };
+            http.backend = Some(std::sync::Arc::new(std::sync::Mutex::new(backend)));
+        }
+        if http.backend.is_some() || !http.extra_headers.is_empty() {
+            connection = connection.with_transport_options(Box::new(http));
+        }
+        let prepared = connection
             .prepare_fetch(gix::progress::Discard, Default::default())
-            .map_err(|e| fetch_err(e.to_string()))?;
+            .map_err(|e| fetch_err(chain(&e)))?;
         let prepared = if shallow {
             prepared.with_shallow(Shallow::DepthAtRemote(std::num::NonZeroU32::MIN))
         } else if repo.is_shallow().unwrap_or(false) {
@@ -144,9 +252,9 @@ impl GitCache {
         };
         prepared
             .receive(gix::progress::Discard, &interrupt)
-            .map_err(|e| fetch_err(e.to_string()))?;
+            .map_err(|e| fetch_err(chain(&e)))?;
         let missing = |m: String| Error::Missing {
-            url: url.into(),
+            url: shown.clone(),
             message: m,
         };
         let peel = |name: &str| -> Result<gix::ObjectId, Error> {

@@ -30,6 +30,10 @@ pub struct Config {
     pub prune_budget: f64,
     /// Allow a prune beyond the budget.
     pub allow_mass_deletion: bool,
+    /// Credentials for the repository.
+    pub credentials: source::Credentials,
+    /// A private CA for the repository's HTTPS certificate (PEM).
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// Why a sync failed; each variant says which step, and none carries a secret value.
@@ -79,15 +83,19 @@ pub async fn sync_once(
     last: &Inventory,
 ) -> Result<Outcome, Error> {
     let started = std::time::Instant::now();
-    let (cache2, url, reference, path) = (
+    let (cache2, url, reference, path, creds, ca) = (
         cache.clone(),
         cfg.url.clone(),
         cfg.reference.clone(),
         cfg.path.clone(),
+        cfg.credentials.clone(),
+        cfg.ca_pem.clone(),
     );
-    let rev = tokio::task::spawn_blocking(move || cache2.fetch_ref(&url, &reference, &path))
-        .await
-        .map_err(|e| Error::Task(e.to_string()))??;
+    let rev = tokio::task::spawn_blocking(move || {
+        cache2.fetch_with(&url, &reference, &path, &creds, ca.as_deref())
+    })
+    .await
+    .map_err(|e| Error::Task(e.to_string()))??;
     let mut manifests = render::Directory.render(&rev.files, keys)?;
     if let (true, Some(ns)) = (cfg.create_namespace, &cfg.target_namespace) {
         let declared = manifests.iter().any(|m| {

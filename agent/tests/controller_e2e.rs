@@ -18,31 +18,11 @@ use lockstep_agent::api::Sync;
 use lockstep_agent::controller::{self, Context};
 use lockstep_agent::source::GitCache;
 use lockstep_tests::controlplane::ControlPlane;
+use lockstep_tests::git;
 use lockstep_tests::{AgeKey, peer, run};
 use serde_json::json;
 
 const CANARY: &str = "CANARY-controller-value";
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@example.com",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 async fn wait_status(api: &Api<Sync>, name: &str, secs: u64, pred: impl Fn(&Sync) -> bool) -> Sync {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
@@ -165,6 +145,10 @@ async fn a_sync_object_is_reconciled_and_a_bad_commit_stalls_it() {
         client: client.clone(),
         cache: GitCache::new(tempfile::tempdir().unwrap().keep()),
         namespace: ns.clone(),
+        keys: lockstep_agent::sealing::fixed(lockstep_agent::sealing::Keys {
+            ring: Default::default(),
+            newest: None,
+        }),
     });
     let handle = tokio::spawn(controller::run(ctx));
 

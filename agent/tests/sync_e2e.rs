@@ -19,30 +19,10 @@ use lockstep_agent::sync::{self, Config};
 use lockstep_formats::sealed::{self, KeyRing, UnsealingKey};
 use lockstep_formats::sops::Identities;
 use lockstep_tests::controlplane::ControlPlane;
+use lockstep_tests::git;
 use lockstep_tests::{AgeKey, peer, run};
 
 const CANARY: &str = "CANARY-e2e-sync-value";
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@example.com",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn commit(dir: &Path, msg: &str) {
     git(dir, &["add", "-A"]);
@@ -94,7 +74,7 @@ async fn secrets_first_prune_safely_and_stop_on_bad_sops() {
     ring.push(UnsealingKey::from_pem("e2e", &skey).unwrap());
     let keys = Keys {
         sops: Some(ids),
-        sealed: Some(ring),
+        sealed: Some(ring.into()),
     };
 
     w("deploy/crds/sealedsecrets.yaml", SEALED_CRD);
@@ -165,6 +145,8 @@ async fn secrets_first_prune_safely_and_stop_on_bad_sops() {
         prune: true,
         prune_budget: 0.5,
         allow_mass_deletion: false,
+        credentials: Default::default(),
+        ca_pem: None,
     };
 
     // 1. Everything applied, secrets before the workload that mounts them.

@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use lockstep_formats::sops::{self, Config, DecryptOptions, EncryptOptions, Format, Identities, Rule};
 use zeroize::Zeroizing;
 
+pub mod cluster;
 pub mod seal;
 
 /// Lockstep's companion CLI: encrypt secrets for Git on a laptop or in CI.
@@ -247,6 +248,9 @@ pub enum CliError {
     /// The arguments do not make sense together.
     #[error("{0}")]
     Usage(String),
+    /// Reaching the cluster or the agent failed, or the agent refused.
+    #[error("{0}")]
+    Cluster(String),
 }
 
 impl CliError {
@@ -267,6 +271,7 @@ impl CliError {
             },
             CliError::Io { .. } => 2,
             CliError::Usage(_) => 8,
+            CliError::Cluster(_) => 1,
         }
     }
 }

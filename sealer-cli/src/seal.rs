@@ -12,7 +12,7 @@ use lockstep_formats::yaml;
 use serde_json::Value as Json;
 use zeroize::Zeroizing;
 
-use crate::{CliError, Result, replace_file, stdout_write};
+use crate::{CliError, Result, cluster, replace_file, stdout_write};
 
 /// Output format (kubeseal's `-o`).
 #[derive(Clone, Copy, Debug, Default, ValueEnum, PartialEq, Eq)]
@@ -114,6 +114,173 @@ pub struct SealArgs {
     /// Check with the agent that the input SealedSecrets can be unsealed.
     #[arg(long)]
     pub validate: bool,
+    /// Namespace of the agent's Service (for --fetch-cert, --validate, --re-encrypt, and sealing
+    /// without --cert).
+    #[arg(
+        long,
+        env = "SEALED_SECRETS_CONTROLLER_NAMESPACE",
+        default_value = "lockstep-system"
+    )]
+    pub controller_namespace: String,
+    /// Name of the agent's Service.
+    #[arg(
+        long,
+        env = "SEALED_SECRETS_CONTROLLER_NAME",
+        default_value = "lockstep-agent"
+    )]
+    pub controller_name: String,
+    /// kubeconfig file (default: `KUBECONFIG`, `~/.kube/config`, or in-cluster).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// kubeconfig context.
+    #[arg(long)]
+    pub context: Option<String>,
+}
+
+fn controller(a: &SealArgs) -> cluster::Controller {
+    cluster::Controller {
+        namespace: a.controller_namespace.clone(),
+        name: a.controller_name.clone(),
+        // KUBECONFIG may list several files; kube reads the variable itself then.
+        kubeconfig: a
+            .kubeconfig
+            .clone()
+            .filter(|p| !p.as_os_str().to_string_lossy().contains(':')),
+        context: a.context.clone(),
+    }
+}
+
+/// The certificates of --cert, or else the agent's current one.
+fn certs_or_cluster(a: &SealArgs) -> Result<Vec<SealingCert>> {
+    if !a.certs.is_empty() {
+        return load_certs(&a.certs);
+    }
+    let c = controller(a);
+    let pem = cluster::fetch_cert(&c)?;
+    let source = format!("the certificate of service {}/{}", c.namespace, c.name);
+    let cert = SealingCert::from_pem(&source, pem.as_bytes())?;
+    warn_if_expired(&source, &cert);
+    Ok(vec![cert])
+}
+
+fn warn_if_expired(source: &str, c: &SealingCert) {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    if c.expired_at(now) {
+        eprintln!(
+            "warning: {source}: the certificate has expired; sealing anyway (the agent still opens it), but fetch the current one"
+        );
+    }
+}
+
+/// The SealedSecrets of the input, each as the JSON body the agent takes.
+fn input_sealed(a: &SealArgs) -> Result<Vec<Json>> {
+    let input = read_input(a.secret_file.as_deref())?;
+    let objs = parse_objects(&input)?;
+    if objs.is_empty() {
+        return Err(usage("no SealedSecret in the input"));
+    }
+    for (i, o) in objs.iter().enumerate() {
+        if o.get("kind").and_then(Json::as_str) != Some("SealedSecret") {
+            return Err(usage(format!(
+                "input object {} ({}) is not a SealedSecret",
+                i + 1,
+                object_name(o)
+            )));
+        }
+    }
+    Ok(objs)
+}
+
+fn object_name(o: &Json) -> String {
+    let ns = o
+        .pointer("/metadata/namespace")
+        .and_then(Json::as_str)
+        .unwrap_or("default");
+    let name = o.pointer("/metadata/name").and_then(Json::as_str).unwrap_or("?");
+    format!("{ns}/{name}")
+}
+
+fn bodies(objs: &[Json]) -> Result<Vec<Vec<u8>>> {
+    objs.iter()
+        .map(|o| serde_json::to_vec(o).map_err(|e| usage(e.to_string())))
+        .collect()
+}
+
+/// `--validate`: asks the agent whether every input SealedSecret opens.
+fn validate(a: &SealArgs) -> Result<()> {
+    let objs = input_sealed(a)?;
+    let answers = cluster::post_each(&controller(a), "/v1/verify", &bodies(&objs)?)?;
+    let failed: Vec<String> = objs
+        .iter()
+        .zip(answers)
+        .filter_map(|(o, r)| r.err().map(|e| format!("{}: {e}", object_name(o))))
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Cluster(format!(
+            "unable to decrypt sealed secret: {} of {} cannot be unsealed by the agent:\n  {}",
+            failed.len(),
+            objs.len(),
+            failed.join("\n  ")
+        )))
+    }
+}
+
+/// `--re-encrypt`: every input SealedSecret sealed again with the newest key, scope and
+/// template unchanged. Through the agent's `/v1/rotate`, or offline with
+/// `--recovery-private-key OLD --cert NEW`. With `-f FILE` and no `-w`, FILE is rewritten in
+/// place in its own format.
+fn re_encrypt(a: &SealArgs) -> Result<()> {
+    let objs = input_sealed(a)?;
+    let out: Vec<Json> = if a.recovery_private_keys.is_empty() {
+        let answers = cluster::post_each(&controller(a), "/v1/rotate", &bodies(&objs)?)?;
+        objs.iter()
+            .zip(answers)
+            .map(|(o, r)| {
+                let body =
+                    r.map_err(|e| CliError::Cluster(format!("re-encrypting {}: {e}", object_name(o))))?;
+                serde_json::from_str(&body).map_err(|e| {
+                    CliError::Cluster(format!(
+                        "re-encrypting {}: the agent's answer is not JSON: {e}",
+                        object_name(o)
+                    ))
+                })
+            })
+            .collect::<Result<_>>()?
+    } else {
+        let ring = load_ring(&a.recovery_private_keys)?;
+        let certs = load_certs(&a.certs)?;
+        let [cert] = certs.as_slice() else {
+            return Err(usage(
+                "offline --re-encrypt takes the old keys as --recovery-private-key and exactly one new --cert",
+            ));
+        };
+        objs.iter()
+            .map(|o| sealed::reseal(o, &ring, cert).map_err(CliError::from))
+            .collect::<Result<_>>()?
+    };
+    let in_place = match (&a.sealed_secret_file, &a.secret_file) {
+        (None, Some(f)) if f != Path::new("-") => Some(f.as_path()),
+        _ => None,
+    };
+    let format = match in_place {
+        Some(f) => {
+            let original = read_input(Some(f))?;
+            if original.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+                OutFormat::Json
+            } else {
+                OutFormat::Yaml
+            }
+        }
+        None => effective_format(a),
+    };
+    let text = render(&out, format)?;
+    write_out(
+        in_place.or(a.sealed_secret_file.as_deref()),
+        text.as_bytes(),
+        false,
+    )
 }
 
 fn usage(m: impl Into<String>) -> CliError {
@@ -122,19 +289,19 @@ fn usage(m: impl Into<String>) -> CliError {
 
 /// Runs `lockstep seal`.
 pub fn run(a: SealArgs) -> Result<()> {
-    if a.re_encrypt || a.validate {
-        return Err(usage(
-            "--re-encrypt and --validate talk to the in-cluster agent, which is not available yet; \
-             offline: --recovery-unseal with the old key, then seal again with --cert",
-        ));
-    }
     if a.recovery_unseal {
         return recovery_unseal(&a);
     }
     if let Some(file) = &a.which_key {
         return which_key(&a, file);
     }
-    let certs = load_certs(&a.certs)?;
+    if a.validate {
+        return validate(&a);
+    }
+    if a.re_encrypt {
+        return re_encrypt(&a);
+    }
+    let certs = certs_or_cluster(&a)?;
     if a.fetch_cert {
         let pems: String = certs.iter().map(|c| c.pem().to_owned()).collect();
         return write_out(a.sealed_secret_file.as_deref(), pems.as_bytes(), false);
@@ -178,35 +345,29 @@ fn effective_format(a: &SealArgs) -> OutFormat {
     }
 }
 
+/// Certificates from files, `file://` or `http(s)://` URLs. An expired one is used with a
+/// warning, as the agent still opens what it seals.
 fn load_certs(specs: &[String]) -> Result<Vec<SealingCert>> {
     if specs.is_empty() {
         return Err(usage(
-            "no certificate: pass --cert FILE (from `lockstep keygen sealing` or `kubeseal --fetch-cert`)",
+            "no certificate: pass --cert FILE|URL (from `lockstep keygen sealing` or `lockstep seal --fetch-cert`)",
         ));
     }
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
     specs
         .iter()
         .map(|spec| {
-            let path = match spec.strip_prefix("file://") {
-                Some(p) => p,
-                None if spec.starts_with("http://") || spec.starts_with("https://") => {
-                    return Err(usage(format!(
-                        "{spec}: certificates from URLs are not supported yet; download it first"
-                    )));
-                }
-                None => spec.as_str(),
+            let (source, bytes) = if spec.starts_with("http://") || spec.starts_with("https://") {
+                (spec.as_str(), cluster::fetch_url(spec)?)
+            } else {
+                let path = spec.strip_prefix("file://").unwrap_or(spec);
+                let bytes = std::fs::read(path).map_err(|source| CliError::Io {
+                    path: path.into(),
+                    source,
+                })?;
+                (path, bytes)
             };
-            let bytes = std::fs::read(path).map_err(|source| CliError::Io {
-                path: path.into(),
-                source,
-            })?;
-            let c = SealingCert::from_pem(path, &bytes)?;
-            if c.expired_at(now) {
-                return Err(usage(format!(
-                    "{path}: the certificate has expired; fetch the current one"
-                )));
-            }
+            let c = SealingCert::from_pem(source, &bytes)?;
+            warn_if_expired(source, &c);
             Ok(c)
         })
         .collect()

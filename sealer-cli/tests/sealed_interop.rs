@@ -489,4 +489,55 @@ fn bad_input_names_the_object_and_leaks_nothing() {
     env.write("bad.crt", b"not a cert");
     let out = env.lockstep(None, &["seal", "--cert", "bad.crt", "-f", "in.yaml"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.crt: not a PEM certificate"));
+    // An expired certificate seals with a warning (its private key still opens what it
+    // seals); a certificate without an RSA key is refused, named.
+    ok(
+        env.lockstep(
+            None,
+            &[
+                "keygen",
+                "sealing",
+                "--bits",
+                "2048",
+                "--days=-1",
+                "--key-file",
+                "old.key",
+                "--cert-file",
+                "old.crt",
+            ],
+        ),
+        "keygen expired",
+    );
+    let out = env.lockstep(None, &["seal", "--cert", "old.crt", "-f", "in.yaml"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning: old.crt: the certificate has expired"),
+        "{err}"
+    );
+    let mut c = Command::new("openssl");
+    c.current_dir(env.dir.path()).args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=ec",
+        "-days",
+        "1",
+        "-keyout",
+        "ec.key",
+        "-out",
+        "ec.crt",
+    ]);
+    ok(run(&mut c, env.dir.path(), None), "openssl req");
+    let out = env.lockstep(None, &["seal", "--cert", "ec.crt", "-f", "in.yaml"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("ec.crt: the certificate does not hold an RSA public key")
+    );
 }

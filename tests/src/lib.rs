@@ -124,3 +124,28 @@ pub fn ok(out: Output, what: &str) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// Runs `git` in `dir` with a fixed identity and `main` as the default branch; panics with
+/// git's message on failure; returns standard output, trimmed.
+#[allow(clippy::unwrap_used, clippy::panic)]
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.com",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}

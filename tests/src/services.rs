@@ -66,7 +66,13 @@ fn start(name: &'static str, mut cmd: Command, port: u16, token: &str, ready: &s
                 tail: tail(&proc.log, 15),
             });
         }
-        if matches!(http(port, "GET", ready, &[], b""), Ok((200, _))) {
+        let up = if ready.is_empty() {
+            // TLS servers: a TCP connection is all this minimal client can check.
+            TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)).is_ok()
+        } else {
+            matches!(http(port, "GET", ready, &[], b""), Ok((200, _)))
+        };
+        if up {
             return Ok(Service {
                 proc,
                 _dir: dir,
@@ -224,6 +230,41 @@ exec "$@""#;
 /// Serves the bare repositories under `root` over smart HTTP with the real `git http-backend`
 /// (as CGI under Python's `http.server`): `<url>/<name>.git`.
 pub fn git_http(root: &std::path::Path) -> Result<Service> {
+    git_http_with_auth(root, None)
+}
+
+/// [`git_http`], refusing (401, `WWW-Authenticate: Basic`) every request whose
+/// `Authorization` header is not exactly `authorization` (e.g. `Basic dXNlcjpwYXNz` or
+/// `Bearer t0ken`), as a Git host does.
+pub fn git_http_with_auth(root: &std::path::Path, authorization: Option<&str>) -> Result<Service> {
+    git_server(root, authorization, None)
+}
+
+/// [`git_http_with_auth`] over HTTPS, with a fresh self-signed certificate for `127.0.0.1`;
+/// returns the service (its `url` is `https://`) and the certificate (PEM) to trust.
+pub fn git_https_with_auth(root: &std::path::Path, authorization: Option<&str>) -> Result<(Service, String)> {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let pki = || -> std::result::Result<(String, String, String), rcgen::Error> {
+        let mut ca = CertificateParams::new(Vec::<String>::new())?;
+        ca.distinguished_name
+            .push(DnType::CommonName, "lockstep-test-git-ca");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
+        let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?;
+        let key = KeyPair::generate()?;
+        let cert = leaf.signed_by(&key, &ca)?;
+        Ok((ca.pem(), cert.pem(), key.serialize_pem()))
+    };
+    let (ca, cert, key) = pki().map_err(|e| HarnessError::Kube(format!("a TLS certificate: {e}")))?;
+    let svc = git_server(root, authorization, Some((&cert, &key)))?;
+    Ok((svc, ca))
+}
+
+fn git_server(
+    root: &std::path::Path,
+    authorization: Option<&str>,
+    tls: Option<(&str, &str)>,
+) -> Result<Service> {
     let port = free_port()?;
     let dir = io(
         "creating a service directory",
@@ -251,17 +292,165 @@ pub fn git_http(root: &std::path::Path) -> Result<Service> {
             )?;
         }
     }
+    // http.server's CGI handler, behind an Authorization check when one is asked for.
+    const SERVER: &str = r#"
+import http.server, os, sys, warnings
+warnings.simplefilter("ignore")
+WANT = os.environ.get("LOCKSTEP_GIT_AUTHORIZATION")
+class H(http.server.CGIHTTPRequestHandler):
+    def denied(self):
+        if WANT and self.path.startswith("/cgi-bin") and self.headers.get("Authorization") != WANT:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="git"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return True
+        return False
+    def do_GET(self):
+        if not self.denied(): super().do_GET()
+    def do_POST(self):
+        if not self.denied(): super().do_POST()
+class S(http.server.ThreadingHTTPServer):
+    def shutdown_request(self, request):
+        # Responses end at connection close: TLS clients want a close_notify first.
+        if hasattr(request, "unwrap"):
+            try:
+                request.settimeout(2)
+                request.unwrap()
+            except Exception:
+                pass
+        super().shutdown_request(request)
+srv = S(("127.0.0.1", int(sys.argv[1])), H)
+if len(sys.argv) > 2:
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+    # A forked CGI child would write plaintext straight to the socket: use pipes instead.
+    H.have_fork = False
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
+"#;
     let mut cmd = Command::new("python3");
-    cmd.current_dir(dir.path()).args([
-        "-m",
-        "http.server",
-        "--cgi",
-        "--bind",
-        "127.0.0.1",
-        &port.to_string(),
-    ]);
-    let mut svc = start("git-http-backend", cmd, port, "", "/")?;
-    svc.url = format!("http://127.0.0.1:{port}/cgi-bin/git");
+    cmd.current_dir(dir.path())
+        .args(["-c", SERVER, &port.to_string()]);
+    if let Some(a) = authorization {
+        cmd.env("LOCKSTEP_GIT_AUTHORIZATION", a);
+    }
+    if let Some((cert, key)) = tls {
+        let (c, k) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        io("writing the TLS certificate", std::fs::write(&c, cert))?;
+        io("writing the TLS key", std::fs::write(&k, key))?;
+        cmd.arg(&c).arg(&k);
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let ready = if tls.is_some() { "" } else { "/" };
+    let mut svc = start("git-http-backend", cmd, port, "", ready)?;
+    svc.url = format!("{scheme}://127.0.0.1:{port}/cgi-bin/git");
     svc._dir = dir;
     Ok(svc)
+}
+
+/// The machine's first non-loopback IPv4 address. The API server's service proxy refuses
+/// loopback endpoints, so a process serving a Service from this machine listens there.
+pub fn host_ip() -> Result<std::net::Ipv4Addr> {
+    let out = io(
+        "running `ip -4 -o addr show scope global`",
+        Command::new("ip")
+            .args(["-4", "-o", "addr", "show", "scope", "global"])
+            .output(),
+    )?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "inet").nth(1))
+        .filter_map(|cidr| cidr.split('/').next()?.parse().ok())
+        .next()
+        .ok_or_else(|| {
+            HarnessError::Kube(
+                "this machine has no non-loopback IPv4 address; the service proxy needs one".into(),
+            )
+        })
+}
+
+/// Makes `ip:port` reachable as Service `namespace/name` (port named `port_name`) through the
+/// API server's service proxy: a Service without a selector, with an Endpoints object and an
+/// EndpointSlice pointing at it, and a stand-in Pod with that IP (needs the controller manager,
+/// for the namespace's `default` ServiceAccount).
+pub async fn expose(
+    cp: &crate::controlplane::ControlPlane,
+    namespace: &str,
+    name: &str,
+    port_name: &str,
+    ip: std::net::Ipv4Addr,
+    port: u16,
+) -> Result<()> {
+    use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let kerr = |e: kube::Error| HarnessError::Kube(e.to_string());
+    let client = cp.client().await?;
+    let pp = kube::api::PostParams::default();
+    let svc: Service = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": name },
+        "spec": { "ports": [{ "name": port_name, "port": 8080, "targetPort": port, "protocol": "TCP" }] }
+    }))
+    .map_err(|e| HarnessError::Kube(e.to_string()))?;
+    kube::Api::<Service>::namespaced(client.clone(), namespace)
+        .create(&pp, &svc)
+        .await
+        .map_err(kerr)?;
+    // The proxy only forwards to addresses of Pods whose status carries that IP: a Pod that is
+    // never scheduled, its status written by hand, stands for this process.
+    let pod_name = format!("{name}-process");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": pod_name },
+        "spec": { "automountServiceAccountToken": false,
+                  "containers": [{ "name": "process", "image": "lockstep.invalid/none" }] }
+    }))
+    .map_err(|e| HarnessError::Kube(e.to_string()))?;
+    let pods = kube::Api::<Pod>::namespaced(client.clone(), namespace);
+    let started = Instant::now();
+    loop {
+        // The ServiceAccount admission plugin wants `default`, which the controller manager
+        // creates shortly after the namespace.
+        match pods.create(&pp, &pod).await {
+            Ok(_) => break,
+            Err(kube::Error::Api(s)) if s.code == 403 && started.elapsed() < Duration::from_secs(30) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(kerr(e)),
+        }
+    }
+    let status = serde_json::json!({ "status": {
+        "phase": "Running", "podIP": ip.to_string(), "podIPs": [{ "ip": ip.to_string() }]
+    }});
+    pods.patch_status(
+        &pod_name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&status),
+    )
+    .await
+    .map_err(kerr)?;
+    let ep: Endpoints = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": name },
+        "subsets": [{
+            "addresses": [{ "ip": ip.to_string(), "targetRef": { "kind": "Pod", "namespace": namespace, "name": pod_name } }],
+            "ports": [{ "name": port_name, "port": port, "protocol": "TCP" }]
+        }]
+    }))
+    .map_err(|e| HarnessError::Kube(e.to_string()))?;
+    kube::Api::<Endpoints>::namespaced(client.clone(), namespace)
+        .create(&pp, &ep)
+        .await
+        .map_err(kerr)?;
+    let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": format!("{name}-manual"), "labels": { "kubernetes.io/service-name": name } },
+        "addressType": "IPv4",
+        "endpoints": [{ "addresses": [ip.to_string()], "conditions": { "ready": true } }],
+        "ports": [{ "name": port_name, "port": port, "protocol": "TCP" }]
+    }))
+    .map_err(|e| HarnessError::Kube(e.to_string()))?;
+    kube::Api::<EndpointSlice>::namespaced(client, namespace)
+        .create(&pp, &slice)
+        .await
+        .map_err(kerr)?;
+    Ok(())
 }

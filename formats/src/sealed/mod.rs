@@ -21,7 +21,7 @@ use rand::RngCore;
 use zeroize::Zeroizing;
 
 pub use keys::{KeyRing, SealingCert, UnsealingKey, generate_key_pair};
-pub use object::{SealOptions, SealedSecret, seal_secret, unseal};
+pub use object::{SealOptions, SealedSecret, reseal, seal_secret, unseal, verify};
 
 use crate::error::{Error, Result};
 use crate::secret::SecretBytes;

@@ -204,10 +204,18 @@ impl SealedSecret {
     }
 }
 
-/// Unseals a SealedSecret (as JSON) with every key of `ring`, as the controller does. The scope
-/// is read from the SealedSecret's own annotations only; the Secret's name and namespace are
-/// forced to the SealedSecret's.
-pub fn unseal(ss: &Value, ring: &KeyRing) -> Result<SealedSecret> {
+/// A SealedSecret's identity and its opened values.
+struct Opened<'a> {
+    name: &'a str,
+    namespace: &'a str,
+    meta: &'a Map<String, Value>,
+    template: Option<&'a Map<String, Value>>,
+    data: BTreeMap<String, SecretBytes>,
+}
+
+/// Opens every `encryptedData` item with every key of `ring`, under the scope the SealedSecret's
+/// own (top-level) annotations claim. Templates are never executed here.
+fn open_items<'a>(ss: &'a Value, ring: &KeyRing) -> Result<Opened<'a>> {
     let meta = ss
         .get("metadata")
         .and_then(Value::as_object)
@@ -228,15 +236,6 @@ pub fn unseal(ss: &Value, ring: &KeyRing) -> Result<SealedSecret> {
         )));
     }
     let template = spec.get("template").and_then(Value::as_object);
-    if let Some(tdata) = template.and_then(|t| t.get("data")).and_then(Value::as_object)
-        && !tdata.is_empty()
-    {
-        let keys: Vec<&str> = tdata.keys().map(String::as_str).collect();
-        return Err(err(format!(
-            "{namespace}/{name}: spec.template.data ({}) uses Go templates, which are not supported yet",
-            keys.join(", ")
-        )));
-    }
     let encrypted = spec
         .get("encryptedData")
         .and_then(Value::as_object)
@@ -270,6 +269,77 @@ pub fn unseal(ss: &Value, ring: &KeyRing) -> Result<SealedSecret> {
             items: failed,
         });
     }
+    Ok(Opened {
+        name,
+        namespace,
+        meta,
+        template,
+        data,
+    })
+}
+
+/// Checks that every value of a SealedSecret opens with `ring` (the controller's `/v1/verify`),
+/// without executing templates (so a crafted template cannot turn this into an oracle).
+pub fn verify(ss: &Value, ring: &KeyRing) -> Result<()> {
+    open_items(ss, ring).map(|_| ())
+}
+
+/// Re-encrypts every value of a SealedSecret for `cert` under the same scope, leaving everything
+/// else as it is (the controller's `/v1/rotate`, `--re-encrypt`). The scope comes from the
+/// top-level annotations only, never from the template, so a rotation cannot widen it
+/// (CVE-2026-22728); templates are not executed. Keys come out sorted.
+pub fn reseal(ss: &Value, ring: &KeyRing, cert: &SealingCert) -> Result<Value> {
+    let opened = open_items(ss, ring)?;
+    let scope = Scope::from_annotations(opened.meta.get("annotations").and_then(Value::as_object));
+    let label = scope.label(opened.namespace, opened.name);
+    let mut encrypted = Map::new();
+    for (k, v) in &opened.data {
+        encrypted.insert(
+            k.clone(),
+            encode_base64(&hybrid_encrypt(cert, v.expose(), &label)?).into(),
+        );
+    }
+    let mut out = ss.clone();
+    if let Some(spec) = out.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.insert("encryptedData".into(), Value::Object(encrypted));
+    }
+    if let Some(meta) = out.get_mut("metadata").and_then(Value::as_object_mut) {
+        let ann = meta.entry("annotations").or_insert_with(|| json!({}));
+        if let Some(a) = ann.as_object_mut() {
+            a.insert(SEALED_WITH.into(), cert.fingerprint().into());
+        }
+    }
+    Ok(out)
+}
+
+/// Unseals a SealedSecret (as JSON) with every key of `ring`, as the controller does. The scope
+/// is read from the SealedSecret's own annotations only; the Secret's name and namespace are
+/// forced to the SealedSecret's.
+pub fn unseal(ss: &Value, ring: &KeyRing) -> Result<SealedSecret> {
+    if let Some(tdata) = ss.pointer("/spec/template/data").and_then(Value::as_object)
+        && !tdata.is_empty()
+    {
+        let name = ss
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("?");
+        let namespace = ss
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        let keys: Vec<&str> = tdata.keys().map(String::as_str).collect();
+        return Err(err(format!(
+            "{namespace}/{name}: spec.template.data ({}) uses Go templates, which are not supported yet",
+            keys.join(", ")
+        )));
+    }
+    let Opened {
+        name,
+        namespace,
+        meta,
+        template,
+        data,
+    } = open_items(ss, ring)?;
     let mut smeta = template
         .and_then(|t| t.get("metadata"))
         .and_then(Value::as_object)

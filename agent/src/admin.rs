@@ -1,0 +1,195 @@
+//! The agent's HTTP endpoints, compatible with the sealed-secrets controller's so that
+//! `kubeseal --fetch-cert|--validate|--re-encrypt` work against Lockstep unchanged:
+//!
+//! | path | what |
+//! |---|---|
+//! | `GET /healthz` | `ok` while the process runs |
+//! | `GET /readyz` | 200 once the keys are loaded and the controllers started |
+//! | `GET /v1/cert.pem` | the newest sealing certificate (`application/x-pem-file`) |
+//! | `POST /v1/verify` | a SealedSecret (JSON or YAML): 200 if every value opens, 409 if not |
+//! | `POST /v1/rotate` | a SealedSecret: the same object re-encrypted with the newest key |
+//!
+//! There is no authentication here, as in sealed-secrets: access goes through the API server's
+//! service proxy and RBAC (`services/proxy`). `verify` and `rotate` cost RSA private operations,
+//! so they are rate-limited, and neither executes templates (no decryption oracle through a
+//! crafted `template.data`; `rotate` keeps the scope the object's own annotations claim).
+//! Responses never contain a secret value.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use lockstep_formats::sealed;
+
+use crate::sealing::Live;
+
+/// Errors of the HTTP server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Binding or serving failed.
+    #[error("HTTP server on {addr}: {source}")]
+    Serve {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Shared state of the endpoints.
+#[derive(Clone)]
+pub struct Admin {
+    keys: Live,
+    ready: Arc<AtomicBool>,
+    limiter: Arc<DefaultDirectRateLimiter>,
+}
+
+impl Admin {
+    /// Endpoints serving `keys`, allowing `per_second` verify/rotate requests (burst twice that).
+    pub fn new(keys: Live, per_second: u32) -> Self {
+        let rate = NonZeroU32::new(per_second.max(1)).unwrap_or(NonZeroU32::MIN);
+        let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
+        Self {
+            keys,
+            ready: Arc::new(AtomicBool::new(false)),
+            limiter: Arc::new(RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))),
+        }
+    }
+
+    /// Marks the agent ready (`/readyz` answers 200 from now on).
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+    }
+
+    /// The routes.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(readyz))
+            .route("/v1/cert.pem", get(cert))
+            .route("/v1/verify", post(verify))
+            .route("/v1/rotate", post(rotate))
+            .with_state(self.clone())
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn serve(
+        self,
+        addr: SocketAddr,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Serve { addr, source })?;
+        tracing::info!(%addr, "serving /healthz, /readyz, /v1/cert.pem, /v1/verify, /v1/rotate");
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|source| Error::Serve { addr, source })
+    }
+}
+
+async fn readyz(State(a): State<Admin>) -> Response {
+    if a.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    }
+}
+
+async fn cert(State(a): State<Admin>) -> Response {
+    let keys = a.keys.borrow().clone();
+    match &keys.newest {
+        Some((_, c)) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/x-pem-file")],
+            c.pem().to_owned(),
+        )
+            .into_response(),
+        None => (StatusCode::INTERNAL_SERVER_ERROR, "no sealing key\n").into_response(),
+    }
+}
+
+/// A refusal: status and a one-line reason.
+type Refusal = (StatusCode, String);
+
+/// Parses a request body (one SealedSecret, JSON or YAML).
+fn parse(body: &[u8]) -> Result<serde_json::Value, Refusal> {
+    let bad = |m: String| Err((StatusCode::BAD_REQUEST, m));
+    let Ok(text) = std::str::from_utf8(body) else {
+        return bad("the body is not UTF-8\n".into());
+    };
+    let docs = match lockstep_formats::yaml::load_documents(text) {
+        Ok(d) => d,
+        Err(e) => return bad(format!("{e}\n")),
+    };
+    let [doc] = docs.as_slice() else {
+        return bad(format!(
+            "expected one SealedSecret, found {} documents\n",
+            docs.len()
+        ));
+    };
+    match lockstep_formats::sops::stores::to_json(doc) {
+        Ok(v) if v.get("kind").and_then(|k| k.as_str()) == Some("SealedSecret") => Ok(v),
+        Ok(_) => bad("the body is not a SealedSecret\n".into()),
+        Err(e) => bad(format!("{e}\n")),
+    }
+}
+
+/// Runs `f` on a blocking thread when the rate limit allows (RSA private operations).
+async fn limited<T: Send + 'static>(
+    a: &Admin,
+    f: impl FnOnce(&crate::sealing::Keys) -> T + Send + 'static,
+) -> Result<T, Refusal> {
+    if a.limiter.check().is_err() {
+        return Err((StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded\n".into()));
+    }
+    let keys = a.keys.borrow().clone();
+    tokio::task::spawn_blocking(move || f(&keys))
+        .await
+        .map_err(|_| (StatusCode::INTERNAL_SERVER_ERROR, "task failed\n".into()))
+}
+
+async fn verify(State(a): State<Admin>, body: Bytes) -> Response {
+    let ss = match parse(&body) {
+        Ok(v) => v,
+        Err(r) => return r.into_response(),
+    };
+    match limited(&a, move |k| sealed::object::verify(&ss, &k.ring)).await {
+        Err(r) => r.into_response(),
+        Ok(Ok(())) => (StatusCode::OK, "ok\n").into_response(),
+        Ok(Err(e)) => (StatusCode::CONFLICT, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn rotate(State(a): State<Admin>, body: Bytes) -> Response {
+    let ss = match parse(&body) {
+        Ok(v) => v,
+        Err(r) => return r.into_response(),
+    };
+    let out = limited(&a, move |k| match &k.newest {
+        None => Err("no sealing key".to_owned()),
+        Some((_, cert)) => sealed::object::reseal(&ss, &k.ring, cert).map_err(|e| e.to_string()),
+    })
+    .await;
+    match out {
+        Err(r) => r.into_response(),
+        Ok(Ok(v)) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::to_string_pretty(&v).unwrap_or_default() + "\n",
+        )
+            .into_response(),
+        Ok(Err(e)) => (StatusCode::CONFLICT, format!("{e}\n")).into_response(),
+    }
+}

@@ -1,0 +1,206 @@
+//! Talking to the agent's sealed-secrets-compatible endpoints (`/v1/cert.pem`, `/v1/verify`,
+//! `/v1/rotate`) through the API server's service proxy, exactly as kubeseal does: read the
+//! Service, take its first port's name, and call
+//! `/api/v1/namespaces/{ns}/services/http:{name}:{port}/proxy/v1/...`. Also fetches certificates
+//! from `http(s)://` URLs. Built with the default `cluster` feature; without it the CLI is
+//! offline-only and never links kube, tokio or an HTTP client.
+
+use crate::{CliError, Result};
+
+/// Where the agent is.
+#[derive(Clone, Debug)]
+pub struct Controller {
+    /// The agent's namespace.
+    pub namespace: String,
+    /// The agent's Service.
+    pub name: String,
+    /// kubeconfig file (default: `KUBECONFIG`, then `~/.kube/config`, then in-cluster).
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// kubeconfig context.
+    pub context: Option<String>,
+}
+
+#[cfg(feature = "cluster")]
+fn cluster_err(what: &str) -> impl FnOnce(String) -> CliError + '_ {
+    move |m| CliError::Cluster(format!("{what}: {m}"))
+}
+
+#[cfg(feature = "cluster")]
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    // One rustls crypto provider everywhere: aws-lc-rs.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Cluster(format!("starting the runtime: {e}")))
+}
+
+#[cfg(feature = "cluster")]
+async fn client(c: &Controller) -> Result<kube::Client> {
+    let options = kube::config::KubeConfigOptions {
+        context: c.context.clone(),
+        ..Default::default()
+    };
+    let kerr = |e: kube::config::KubeconfigError| CliError::Cluster(format!("kubeconfig: {e}"));
+    let config = match (&c.kubeconfig, &c.context) {
+        (Some(path), _) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| CliError::Cluster(format!("{}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(kc, &options)
+                .await
+                .map_err(kerr)?
+        }
+        (None, Some(_)) => kube::Config::from_kubeconfig(&options).await.map_err(kerr)?,
+        (None, None) => kube::Config::infer()
+            .await
+            .map_err(|e| CliError::Cluster(format!("kubeconfig: {e}")))?,
+    };
+    kube::Client::try_from(config).map_err(|e| CliError::Cluster(format!("kube client: {e}")))
+}
+
+/// The proxy path prefix of the agent's Service (`.../proxy`).
+#[cfg(feature = "cluster")]
+async fn proxy_base(client: &kube::Client, c: &Controller) -> Result<String> {
+    use k8s_openapi::api::core::v1::Service;
+    let svc = kube::Api::<Service>::namespaced(client.clone(), &c.namespace)
+        .get(&c.name)
+        .await
+        .map_err(|e| {
+            CliError::Cluster(format!(
+                "service {}/{}: {e} (set --controller-namespace/--controller-name)",
+                c.namespace, c.name
+            ))
+        })?;
+    let port = svc
+        .spec
+        .and_then(|s| s.ports)
+        .and_then(|p| p.into_iter().next())
+        .and_then(|p| p.name)
+        .unwrap_or_default();
+    Ok(format!(
+        "/api/v1/namespaces/{}/services/http:{}:{port}/proxy",
+        c.namespace, c.name
+    ))
+}
+
+/// `(status, body)` of one request through the proxy.
+#[cfg(feature = "cluster")]
+async fn call(
+    client: &kube::Client,
+    method: http::Method,
+    uri: &str,
+    body: Vec<u8>,
+) -> Result<(u16, String)> {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(http::header::ACCEPT, "application/x-pem-file, */*")
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .map_err(|e| CliError::Cluster(e.to_string()))?;
+    match client.request_text(req).await {
+        Ok(text) => Ok((200, text)),
+        Err(kube::Error::Api(s)) => Ok((s.code, s.message)),
+        Err(e) => Err(CliError::Cluster(format!("{uri}: {e}"))),
+    }
+}
+
+/// The agent's newest sealing certificate (PEM).
+#[cfg(feature = "cluster")]
+pub fn fetch_cert(c: &Controller) -> Result<String> {
+    runtime()?.block_on(async {
+        let client = client(c).await?;
+        let base = proxy_base(&client, c).await?;
+        let (status, body) = call(
+            &client,
+            http::Method::GET,
+            &format!("{base}/v1/cert.pem"),
+            Vec::new(),
+        )
+        .await?;
+        if status != 200 {
+            return Err(cluster_err("fetching the certificate")(format!(
+                "HTTP {status}: {}",
+                body.trim()
+            )));
+        }
+        Ok(body)
+    })
+}
+
+/// What the agent said of each SealedSecret: `Ok(body)` on 200, `Err(message)` otherwise.
+#[cfg(feature = "cluster")]
+pub fn post_each(
+    c: &Controller,
+    endpoint: &str,
+    objects: &[Vec<u8>],
+) -> Result<Vec<std::result::Result<String, String>>> {
+    runtime()?.block_on(async {
+        let client = client(c).await?;
+        let base = proxy_base(&client, c).await?;
+        let mut out = Vec::new();
+        for o in objects {
+            let (status, body) = call(
+                &client,
+                http::Method::POST,
+                &format!("{base}{endpoint}"),
+                o.clone(),
+            )
+            .await?;
+            out.push(if status == 200 {
+                Ok(body)
+            } else {
+                Err(format!("HTTP {status}: {}", body.trim()))
+            });
+        }
+        Ok(out)
+    })
+}
+
+/// A certificate from an `http(s)://` URL.
+#[cfg(feature = "cluster")]
+pub fn fetch_url(url: &str) -> Result<Vec<u8>> {
+    runtime()?.block_on(async {
+        let err = cluster_err(url);
+        let resp = reqwest::get(url)
+            .await
+            .map_err(|e| CliError::Cluster(format!("{url}: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(err(format!("HTTP {}", resp.status())));
+        }
+        resp.bytes()
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| CliError::Cluster(format!("{url}: {e}")))
+    })
+}
+
+#[cfg(not(feature = "cluster"))]
+fn offline() -> CliError {
+    CliError::Usage(
+        "this build of lockstep is offline-only (built without the `cluster` feature): pass --cert FILE"
+            .into(),
+    )
+}
+
+/// The agent's newest sealing certificate (offline build: unavailable).
+#[cfg(not(feature = "cluster"))]
+pub fn fetch_cert(_c: &Controller) -> Result<String> {
+    Err(offline())
+}
+
+/// Posts to the agent (offline build: unavailable).
+#[cfg(not(feature = "cluster"))]
+pub fn post_each(
+    _c: &Controller,
+    _endpoint: &str,
+    _objects: &[Vec<u8>],
+) -> Result<Vec<std::result::Result<String, String>>> {
+    Err(offline())
+}
+
+/// A certificate from a URL (offline build: unavailable).
+#[cfg(not(feature = "cluster"))]
+pub fn fetch_url(_url: &str) -> Result<Vec<u8>> {
+    Err(offline())
+}
