@@ -210,6 +210,7 @@ fn main() {
         allow_mass_deletion: false,
         credentials: Default::default(),
         ca_pem: None,
+        skip_if_commit: None,
     };
     let cache = GitCache::new(w.join("git-cache"));
     let client = rt.block_on(cp.client()).unwrap();

@@ -82,6 +82,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         allow_mass_deletion: false,
         credentials: Default::default(),
         ca_pem: None,
+        skip_if_commit: None,
     };
     let cache = GitCache::new(work.path().join("git-cache"));
     let client = cp.client().await?;

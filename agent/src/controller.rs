@@ -225,6 +225,7 @@ async fn reconcile(s: Arc<Sync>, ctx: Arc<Context>) -> Result<Action, Error> {
             Ok(out) => {
                 tracing::Span::current().record("revision", out.commit.as_str());
                 info!(
+                    skipped = out.skipped,
                     applied = out.report.applied.len(),
                     unchanged = out.report.unchanged,
                     pruned = out.pruned.len(),
@@ -317,6 +318,7 @@ async fn run_sync(s: &Sync, ctx: &Context, ns: &str, status: &SyncStatus) -> Res
         allow_mass_deletion: s.spec.allow_mass_deletion == Some(true),
         credentials,
         ca_pem,
+        skip_if_commit: unchanged_commit(s, status),
     };
     let timeout = s
         .spec
@@ -331,6 +333,17 @@ async fn run_sync(s: &Sync, ctx: &Context, ns: &str, status: &SyncStatus) -> Res
     .await
     .map_err(|_| Error::Unsupported(format!("the sync did not finish within {} s", timeout.as_secs())))?
     .map_err(Error::from)
+}
+
+/// The commit to skip: the last applied one, when the last attempt succeeded with this same
+/// spec and no reconcile was requested since. (Drift between commits is the watches' job.)
+fn unchanged_commit(s: &Sync, st: &SyncStatus) -> Option<String> {
+    let last = st.history.first()?;
+    let same = last.result == "Succeeded"
+        && st.observed_generation == s.metadata.generation
+        && s.annotations().get(RECONCILE_ANNOTATION) == st.last_handled_reconcile_at.as_ref();
+    let rev = st.last_applied_revision.as_deref()?;
+    same.then(|| rev.rsplit_once("sha1:").map(|(_, c)| c.to_owned()))?
 }
 
 /// Repository credentials from a Secret's entries (Flux's keys): `username` + `password`, or
@@ -418,6 +431,16 @@ fn condition(
     }
 }
 
+/// Adds an attempt to the history, newest first. A repeat of the newest entry (same revision,
+/// same result: a poll that found nothing new) only moves its time and keeps its counts of the
+/// attempt that did the work, so the history lists distinct events.
+fn record(history: &mut Vec<HistoryEntry>, e: HistoryEntry) {
+    match history.first_mut() {
+        Some(h) if h.revision == e.revision && h.result == e.result => h.time = e.time,
+        _ => history.insert(0, e),
+    }
+}
+
 /// The status after a sync (pure but for the clock).
 fn next_status(s: &Sync, prev: SyncStatus, result: &Result<sync::Outcome, Error>) -> SyncStatus {
     let generation = s.metadata.generation;
@@ -454,8 +477,8 @@ fn next_status(s: &Sync, prev: SyncStatus, result: &Result<sync::Outcome, Error>
                 ),
                 condition(&prev.conditions, "Stalled", "False", "Succeeded", "", generation),
             ];
-            st.history.insert(
-                0,
+            record(
+                &mut st.history,
                 HistoryEntry {
                     revision: rev,
                     time: now(),
@@ -489,8 +512,8 @@ fn next_status(s: &Sync, prev: SyncStatus, result: &Result<sync::Outcome, Error>
                     generation,
                 ),
             ];
-            st.history.insert(
-                0,
+            record(
+                &mut st.history,
                 HistoryEntry {
                     revision: st.last_attempted_revision.clone().unwrap_or_default(),
                     time: now(),

@@ -11,24 +11,17 @@
 //!
 //! The decision ([`renewal`]) is pure and takes `now`; the I/O is in [`KeyStore`].
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use lockstep_formats::sealed::{self, KeyRing, SealingCert, UnsealingKey};
 
-/// The label that marks sealing keys, and its value for usable ones.
-pub const KEY_LABEL: &str = "sealedsecrets.bitnami.com/sealed-secrets-key";
-/// The label value of a usable key.
-pub const ACTIVE: &str = "active";
+pub use lockstep_formats::sealed::keys::{ACTIVE, KEY_LABEL, KEY_PREFIX};
 /// The label value of a key that must never be used again.
 pub const COMPROMISED: &str = "compromised";
 /// Default renewal period (sealed-secrets' `--key-renew-period`).
 pub const DEFAULT_RENEW_PERIOD: Duration = Duration::from_secs(30 * 24 * 3600);
-/// Name prefix of key Secrets (sealed-secrets' `--key-prefix`).
-pub const KEY_PREFIX: &str = "sealed-secrets-key";
 
 /// Errors of the key store.
 #[derive(Debug, thiserror::Error)]
@@ -152,19 +145,8 @@ impl KeyStore {
     /// Returns the new Secret's name.
     pub async fn renew(&self, bits: usize, ttl_days: i64) -> Result<String, Error> {
         let (key, cert) = sealed::generate_key_pair(bits, "", ttl_days)?;
-        let secret = Secret {
-            metadata: ObjectMeta {
-                generate_name: Some(KEY_PREFIX.into()),
-                labels: Some(BTreeMap::from([(KEY_LABEL.to_owned(), ACTIVE.to_owned())])),
-                ..ObjectMeta::default()
-            },
-            type_: Some("kubernetes.io/tls".into()),
-            data: Some(BTreeMap::from([
-                ("tls.key".to_owned(), ByteString(key.as_bytes().to_vec())),
-                ("tls.crt".to_owned(), ByteString(cert.into_bytes())),
-            ])),
-            ..Secret::default()
-        };
+        let secret: Secret = serde_json::from_value(sealed::key_secret(&key, &cert))
+            .map_err(|e| lockstep_formats::Error::Sealed(format!("a key Secret: {e}")))?;
         let created = self
             .api
             .create(&PostParams::default(), &secret)

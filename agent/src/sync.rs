@@ -34,6 +34,9 @@ pub struct Config {
     pub credentials: source::Credentials,
     /// A private CA for the repository's HTTPS certificate (PEM).
     pub ca_pem: Option<Vec<u8>>,
+    /// The commit last applied successfully with this same configuration: when the fetch finds
+    /// it again, render, decryption and apply are skipped.
+    pub skip_if_commit: Option<String>,
 }
 
 /// Why a sync failed; each variant says which step, and none carries a secret value.
@@ -72,6 +75,8 @@ pub struct Outcome {
     pub inventory: Inventory,
     /// How long it took.
     pub duration: Duration,
+    /// The commit was the one last applied: nothing was rendered or applied.
+    pub skipped: bool,
 }
 
 /// Runs one sync against the cluster.
@@ -96,6 +101,20 @@ pub async fn sync_once(
     })
     .await
     .map_err(|e| Error::Task(e.to_string()))??;
+    if cfg.skip_if_commit.as_deref() == Some(rev.commit.as_str()) {
+        return Ok(Outcome {
+            commit: rev.commit,
+            reference: rev.reference,
+            report: apply::Report {
+                unchanged: last.entries.len(),
+                ..apply::Report::default()
+            },
+            pruned: Vec::new(),
+            inventory: last.clone(),
+            duration: started.elapsed(),
+            skipped: true,
+        });
+    }
     let mut manifests = render::Directory.render(&rev.files, keys)?;
     if let (true, Some(ns)) = (cfg.create_namespace, &cfg.target_namespace) {
         let declared = manifests.iter().any(|m| {
@@ -131,5 +150,6 @@ pub async fn sync_once(
         pruned,
         inventory,
         duration: started.elapsed(),
+        skipped: false,
     })
 }

@@ -55,11 +55,15 @@ async fn eventually<T>(what: &str, secs: u64, mut f: impl AsyncFnMut() -> Option
 
 /// Runs `lockstep seal ARGS` in-process (the CLI library), off the async runtime.
 async fn lockstep_seal(args: Vec<String>) -> Result<(), String> {
+    lockstep(["seal".to_owned()].into_iter().chain(args).collect()).await
+}
+
+/// Runs `lockstep ARGS` in-process (the CLI library), off the async runtime.
+async fn lockstep(args: Vec<String>) -> Result<(), String> {
     tokio::task::spawn_blocking(move || {
         use clap::Parser;
-        let cli =
-            lockstep_cli::Cli::try_parse_from(["lockstep", "seal"].into_iter().map(String::from).chain(args))
-                .map_err(|e| e.to_string())?;
+        let cli = lockstep_cli::Cli::try_parse_from(std::iter::once("lockstep".to_owned()).chain(args))
+            .map_err(|e| e.to_string())?;
         lockstep_cli::run(cli).map_err(|e| e.to_string())
     })
     .await
@@ -345,9 +349,27 @@ async fn the_agent_binary_serves_kubeseal_unseals_outside_git_and_pulls_with_cre
         b"theirs"
     );
 
-    // A key renewed (as the rotation CronJob does) is picked up by watch and served; kubeseal
-    // --re-encrypt and lockstep --re-encrypt re-seal with it, scope and template unchanged.
-    let second_name = store.renew(2048, 3650).await.unwrap();
+    // A key renewed with the rotation CronJob's command is picked up by watch and served;
+    // kubeseal --re-encrypt and lockstep --re-encrypt re-seal with it, scope and template
+    // unchanged.
+    lockstep(
+        [
+            "keygen",
+            "sealing",
+            "--in-cluster",
+            "--bits",
+            "2048",
+            "--namespace",
+            &ns,
+            "--kubeconfig",
+            &kubeconfig,
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await
+    .unwrap();
+    let second_name = store.load().await.unwrap().newest.unwrap().0;
     let second = eventually("the new certificate to be served", 30, async || {
         let (s, body) = http(port, "GET", "/v1/cert.pem", &[], b"").ok()?;
         (s == 200 && body != first_cert.pem()).then_some(body)
@@ -399,6 +421,8 @@ async fn the_agent_binary_serves_kubeseal_unseals_outside_git_and_pulls_with_cre
     // No secret value, no password, in any log line.
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("SealedSecret controller started"), "{log}");
+    // The bootstrap Sync polls every 10 s: an unchanged commit skips render and apply.
+    assert!(log.contains(r#""skipped":true"#), "no skipped poll in the log");
     for needle in [CANARY, PASSWORD, "not-the-password"] {
         assert!(!log.contains(needle), "{needle} in the agent's log");
     }

@@ -147,6 +147,7 @@ async fn secrets_first_prune_safely_and_stop_on_bad_sops() {
         allow_mass_deletion: false,
         credentials: Default::default(),
         ca_pem: None,
+        skip_if_commit: None,
     };
 
     // 1. Everything applied, secrets before the workload that mounts them.

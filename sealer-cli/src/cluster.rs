@@ -157,6 +157,42 @@ pub fn post_each(
     })
 }
 
+/// Creates a new active sealing-key Secret in `namespace`; returns its name.
+#[cfg(feature = "cluster")]
+pub fn store_sealing_key(
+    namespace: &str,
+    kubeconfig: Option<std::path::PathBuf>,
+    key_pem: &str,
+    cert_pem: &str,
+) -> Result<String> {
+    use k8s_openapi::api::core::v1::Secret;
+    let mut json = lockstep_formats::sealed::key_secret(key_pem, cert_pem);
+    let secret: std::result::Result<Secret, _> = serde_json::from_value(json.clone());
+    if let Some(serde_json::Value::String(k)) = json.pointer_mut("/data/tls.key") {
+        zeroize::Zeroize::zeroize(k);
+    }
+    let mut secret = secret.map_err(|e| CliError::Cluster(format!("a key Secret: {e}")))?;
+    let c = Controller {
+        namespace: namespace.to_owned(),
+        name: String::new(),
+        kubeconfig,
+        context: None,
+    };
+    runtime()?.block_on(async {
+        let client = client(&c).await?;
+        let created = kube::Api::<Secret>::namespaced(client, namespace)
+            .create(&kube::api::PostParams::default(), &secret)
+            .await;
+        for v in secret.data.iter_mut().flat_map(|d| d.values_mut()) {
+            zeroize::Zeroize::zeroize(&mut v.0);
+        }
+        let created = created.map_err(|e| {
+            CliError::Cluster(format!("storing the sealing key in namespace {namespace}: {e}"))
+        })?;
+        Ok(created.metadata.name.unwrap_or_default())
+    })
+}
+
 /// A certificate from an `http(s)://` URL.
 #[cfg(feature = "cluster")]
 pub fn fetch_url(url: &str) -> Result<Vec<u8>> {
@@ -196,6 +232,17 @@ pub fn post_each(
     _endpoint: &str,
     _objects: &[Vec<u8>],
 ) -> Result<Vec<std::result::Result<String, String>>> {
+    Err(offline())
+}
+
+/// Stores a sealing key in the cluster (offline build: unavailable).
+#[cfg(not(feature = "cluster"))]
+pub fn store_sealing_key(
+    _namespace: &str,
+    _kubeconfig: Option<std::path::PathBuf>,
+    _key_pem: &str,
+    _cert_pem: &str,
+) -> Result<String> {
     Err(offline())
 }
 

@@ -79,6 +79,19 @@ pub enum KeygenCommand {
         /// Certificate lifetime in days (sealed-secrets: 10 years).
         #[arg(long, default_value_t = 3650)]
         days: i64,
+        /// Store the key in the cluster instead of files: a new active key Secret in the
+        /// agent's namespace, which the agent picks up at once and seals with from then on
+        /// (old keys are kept). The private key never touches the disk; the certificate is
+        /// printed. This is what the rotation CronJob runs.
+        #[arg(long)]
+        in_cluster: bool,
+        /// With --in-cluster: the agent's namespace.
+        #[arg(long, env = "POD_NAMESPACE", default_value = "lockstep-system")]
+        namespace: String,
+        /// With --in-cluster: kubeconfig file (default: `KUBECONFIG`, `~/.kube/config`, or
+        /// the pod's ServiceAccount).
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: Option<PathBuf>,
     },
 }
 
@@ -288,11 +301,30 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Seal(a) => seal::run(a),
         Command::Keygen(KeygenCommand::Age { output }) => keygen_age(output.as_deref()),
         Command::Keygen(KeygenCommand::Sealing {
+            in_cluster: true,
+            bits,
+            cn,
+            days,
+            namespace,
+            kubeconfig,
+            ..
+        }) => {
+            let (key, cert) = lockstep_formats::sealed::generate_key_pair(bits, &cn, days)?;
+            let c = lockstep_formats::sealed::SealingCert::from_pem("the new certificate", cert.as_bytes())?;
+            let name = cluster::store_sealing_key(&namespace, kubeconfig, &key, &cert)?;
+            eprintln!(
+                "Sealing key stored as Secret {namespace}/{name} ({}); old keys are kept",
+                c.fingerprint()
+            );
+            stdout_write(cert.as_bytes())
+        }
+        Command::Keygen(KeygenCommand::Sealing {
             key_file,
             cert_file,
             bits,
             cn,
             days,
+            ..
         }) => keygen_sealing(&key_file, &cert_file, bits, &cn, days),
     }
 }

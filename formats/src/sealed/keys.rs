@@ -315,3 +315,25 @@ pub fn generate_key_pair(bits: usize, cn: &str, ttl_days: i64) -> Result<(Zeroiz
 }
 
 use rsa::pkcs8::DecodePrivateKey;
+
+/// The label that marks sealing-key Secrets (sealed-secrets' own).
+pub const KEY_LABEL: &str = "sealedsecrets.bitnami.com/sealed-secrets-key";
+/// Its value on a usable key.
+pub const ACTIVE: &str = "active";
+/// Name prefix of key Secrets (sealed-secrets' `--key-prefix`).
+pub const KEY_PREFIX: &str = "sealed-secrets-key";
+
+/// A sealing key as the `kubernetes.io/tls` Secret sealed-secrets stores (`generateName`
+/// [`KEY_PREFIX`], label [`KEY_LABEL`]=[`ACTIVE`]), ready to create in the agent's namespace.
+/// The value holds the private key: send it and drop it.
+pub fn key_secret(key_pem: &str, cert_pem: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "generateName": KEY_PREFIX, "labels": { KEY_LABEL: ACTIVE } },
+        "type": "kubernetes.io/tls",
+        "data": {
+            "tls.key": super::encode_base64(key_pem.as_bytes()),
+            "tls.crt": super::encode_base64(cert_pem.as_bytes()),
+        },
+    })
+}

@@ -20,7 +20,7 @@ use base64::Engine;
 use rand::RngCore;
 use zeroize::Zeroizing;
 
-pub use keys::{KeyRing, SealingCert, UnsealingKey, generate_key_pair};
+pub use keys::{KeyRing, SealingCert, UnsealingKey, generate_key_pair, key_secret};
 pub use object::{SealOptions, SealedSecret, reseal, seal_secret, unseal, verify};
 
 use crate::error::{Error, Result};
