@@ -62,7 +62,7 @@ pub struct Source {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// Secret with credentials: `username`/`password` or `bearerToken` (https), `identity` and
-    /// `known_hosts` (ssh).
+    /// `known_hosts`, optionally the key's `password` (ssh); `ca.crt` for a private CA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<LocalRef>,
     /// How often to check for new commits, as a Go duration (default `5m`).

@@ -372,21 +372,33 @@ pub fn credentials_from(
     let username = take("username")?;
     let password = take("password")?;
     let bearer = take("bearerToken")?;
-    let ssh = data.contains_key("identity");
+    let identity = data
+        .remove("identity")
+        .map(|mut b| Zeroizing::new(std::mem::take(&mut b.0)));
+    let known_hosts = data
+        .remove("known_hosts")
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned());
     data.values_mut()
         .for_each(|v| zeroize::Zeroize::zeroize(&mut v.0));
-    let creds = match (username, password, bearer) {
-        (Some(u), Some(p), None) => Ok(crate::source::Credentials::Basic {
+    let creds = match (username, password, bearer, identity) {
+        (None, password, None, Some(identity)) => match known_hosts {
+            Some(known_hosts) => Ok(crate::source::Credentials::Ssh {
+                identity,
+                passphrase: password,
+                known_hosts,
+            }),
+            None => Err(Error::Unsupported(format!(
+                "spec.source.secretRef: secret {secret}: an ssh identity needs a known_hosts entry (host keys are always verified)"
+            ))),
+        },
+        (Some(u), Some(p), None, None) => Ok(crate::source::Credentials::Basic {
             username: u.to_string(),
             password: p,
         }),
-        (None, None, Some(t)) => Ok(crate::source::Credentials::Bearer(t)),
-        (None, None, None) if ssh => Err(Error::Unsupported(format!(
-            "spec.source.secretRef: secret {secret}: ssh keys (identity, known_hosts) are not supported yet; use https with username/password or bearerToken"
-        ))),
-        (None, None, None) if ca.is_some() => Ok(crate::source::Credentials::None),
+        (None, None, Some(t), None) => Ok(crate::source::Credentials::Bearer(t)),
+        (None, None, None, None) if ca.is_some() => Ok(crate::source::Credentials::None),
         _ => Err(Error::Unsupported(format!(
-            "spec.source.secretRef: secret {secret}: expected username and password, or bearerToken (and optionally ca.crt)"
+            "spec.source.secretRef: secret {secret}: expected username and password, or bearerToken (and optionally ca.crt), or identity and known_hosts (and optionally password)"
         ))),
     }?;
     Ok((creds, ca))

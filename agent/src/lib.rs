@@ -12,5 +12,6 @@ pub mod plan;
 pub mod render;
 pub mod sealing;
 pub mod source;
+pub mod ssh;
 pub mod sync;
 pub mod unsealer;

@@ -48,6 +48,16 @@ pub enum Credentials {
     },
     /// `Authorization: Bearer <token>`.
     Bearer(zeroize::Zeroizing<String>),
+    /// An SSH private key (`identity`, optionally protected by `password`) and the host keys
+    /// to trust (`known_hosts`), as Flux takes them.
+    Ssh {
+        /// The private key, OpenSSH or PEM.
+        identity: zeroize::Zeroizing<Vec<u8>>,
+        /// The key's passphrase, if it has one.
+        passphrase: Option<zeroize::Zeroizing<String>>,
+        /// `known_hosts` lines; host keys are always checked.
+        known_hosts: String,
+    },
 }
 
 impl std::fmt::Debug for Credentials {
@@ -56,6 +66,7 @@ impl std::fmt::Debug for Credentials {
             Credentials::None => "None",
             Credentials::Basic { .. } => "Basic(<redacted>)",
             Credentials::Bearer(_) => "Bearer(<redacted>)",
+            Credentials::Ssh { .. } => "Ssh(<redacted>)",
         })
     }
 }
@@ -180,11 +191,40 @@ impl GitCache {
         };
         let _guard = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let interrupt = AtomicBool::new(false);
-        let repo = if dir.join("HEAD").is_file() {
+        let mut repo = if dir.join("HEAD").is_file() {
             gix::open(&dir).map_err(|e| fetch_err(chain(&e)))?
         } else {
             std::fs::create_dir_all(&dir).map_err(|e| fetch_err(chain(&e)))?;
             gix::init_bare(&dir).map_err(|e| fetch_err(chain(&e)))?
+        };
+        // Lives until the fetch is done: the agent holding the key.
+        let ssh = match credentials {
+            Credentials::Ssh {
+                identity,
+                passphrase,
+                known_hosts,
+            } => {
+                let session = crate::ssh::Session::start(
+                    &self.dir.join("ssh"),
+                    identity,
+                    passphrase.as_ref().map(|p| p.as_str()),
+                    known_hosts,
+                )
+                .map_err(|m| fetch_err(format!("spec.source.secretRef: {m}")))?;
+                let mut config = repo.config_snapshot_mut();
+                config
+                    .set_value(&gix::config::tree::Core::SSH_COMMAND, session.ssh_command())
+                    .and_then(|_| config.set_value(&gix::config::tree::Ssh::VARIANT, "ssh"))
+                    .map_err(|e| fetch_err(chain(&e)))?;
+                config.commit().map_err(|e| fetch_err(chain(&e)))?;
+                Some(session)
+            }
+            _ => None,
+        };
+        // gix sees a closed connection; ssh's own words say why.
+        let net_err = |m: String| match ssh.as_ref().and_then(crate::ssh::Session::diagnostics) {
+            Some(d) => fetch_err(format!("ssh: {d} ({m})")),
+            None => fetch_err(m),
         };
         let (spec, shallow) = match reference {
             // Only the one ref, one commit deep.
@@ -196,12 +236,10 @@ impl GitCache {
         };
         let remote = repo
             .remote_at(url)
-            .map_err(|e| fetch_err(chain(&e)))?
+            .map_err(|e| net_err(chain(&e)))?
             .with_refspecs(Some(spec.as_str()), Direction::Fetch)
-            .map_err(|e| fetch_err(chain(&e)))?;
-        let mut connection = remote
-            .connect(Direction::Fetch)
-            .map_err(|e| fetch_err(chain(&e)))?;
+            .map_err(|e| net_err(chain(&e)))?;
+        let mut connection = remote.connect(Direction::Fetch).map_err(|e| net_err(chain(&e)))?;
         match credentials {
             Credentials::None => {}
             Credentials::Basic { username, password } => {
@@ -220,7 +258,7 @@ impl GitCache {
                     _ => Ok(None),
                 });
             }
-            Credentials::Bearer(_) => {}
+            Credentials::Bearer(_) | Credentials::Ssh { .. } => {}
         }
         let mut http = gix::protocol::transport::client::blocking_io::http::Options::default();
         if let Credentials::Bearer(token) = credentials {
@@ -242,7 +280,7 @@ impl GitCache {
         }
         let prepared = connection
             .prepare_fetch(gix::progress::Discard, Default::default())
-            .map_err(|e| fetch_err(chain(&e)))?;
+            .map_err(|e| net_err(chain(&e)))?;
         let prepared = if shallow {
             prepared.with_shallow(Shallow::DepthAtRemote(std::num::NonZeroU32::MIN))
         } else if repo.is_shallow().unwrap_or(false) {
@@ -252,7 +290,7 @@ impl GitCache {
         };
         prepared
             .receive(gix::progress::Discard, &interrupt)
-            .map_err(|e| fetch_err(chain(&e)))?;
+            .map_err(|e| net_err(chain(&e)))?;
         let missing = |m: String| Error::Missing {
             url: shown.clone(),
             message: m,

@@ -1,7 +1,8 @@
 //! The Sync controller on the real control plane: a Sync object from `crds/sync.yaml` is
 //! reconciled to Ready with its revision and inventory in status; a Sync in Git defines another
 //! (app of apps) that creates its namespace; a bad SOPS commit stalls it with a condition that
-//! names the file, and no secret value reaches status or logs.
+//! names the file, and no secret value reaches status or logs. The same repository over SSH from
+//! the real sshd, with a passphrase-protected key from a Secret.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -244,5 +245,60 @@ async fn a_sync_object_is_reconciled_and_a_bad_commit_stalls_it() {
         3,
         "the inventory of the last good sync stays"
     );
+
+    // The same repository over SSH (the real sshd): the key from the Secret's `identity`, the
+    // server checked against `known_hosts`.
+    let sshd = lockstep_tests::services::git_ssh().unwrap();
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    for (name, data) in [
+        (
+            "git-ssh",
+            json!({ "identity": sshd.protected_identity, "password": sshd.passphrase, "known_hosts": sshd.known_hosts }),
+        ),
+        ("git-ssh-no-hosts", json!({ "identity": sshd.identity })),
+    ] {
+        let secret: Secret =
+            serde_json::from_value(json!({ "metadata": { "name": name }, "stringData": data })).unwrap();
+        secrets.create(&PostParams::default(), &secret).await.unwrap();
+    }
+    for (name, secret) in [("over-ssh", "git-ssh"), ("no-hosts", "git-ssh-no-hosts")] {
+        let sync: Sync = serde_json::from_value(json!({
+            "apiVersion": "lockstep.dev/v1alpha1", "kind": "Sync",
+            "metadata": { "name": name },
+            "spec": {
+                "source": {
+                    "url": format!("{}{}", sshd.url, r.display()), "path": "child", "interval": "1s",
+                    "secretRef": { "name": secret },
+                },
+                "targetNamespace": ns,
+            }
+        }))
+        .unwrap();
+        syncs.create(&PostParams::default(), &sync).await.unwrap();
+    }
+    let s = wait_status(&syncs, "over-ssh", 60, |s| {
+        ready(s).is_some_and(|r| r.0 == "True")
+    })
+    .await;
+    assert_eq!(s.status.unwrap().inventory.len(), 1);
+    let s = wait_status(&syncs, "no-hosts", 60, |s| {
+        ready(s).is_some_and(|r| r.0 == "False")
+    })
+    .await;
+    let (_, reason, message) = ready(&s).unwrap();
+    assert_eq!(reason, "Unsupported", "{message}");
+    assert!(
+        message.contains("known_hosts") && message.contains("git-ssh-no-hosts"),
+        "{message}"
+    );
     handle.abort();
+
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    for secret in [CANARY, sshd.passphrase.as_str()]
+        .into_iter()
+        .chain(sshd.identity.lines().skip(1).take(2))
+        .chain(sshd.protected_identity.lines().skip(1).take(2))
+    {
+        assert!(!logs.contains(secret), "a secret reached the log");
+    }
 }

@@ -115,3 +115,87 @@ fn tags_semver_ranges_and_commits() {
         .to_string();
     assert!(e.contains("not a full commit id"), "{e}");
 }
+
+#[test]
+fn fetches_over_ssh_from_real_sshd_with_the_key_kept_in_memory() {
+    use lockstep_agent::source::{Credentials, Reference};
+    use zeroize::Zeroizing;
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    git(w, &["init", "-q"]);
+    std::fs::write(w.join("a.yaml"), "kind: ConfigMap\n").unwrap();
+    git(w, &["add", "."]);
+    git(w, &["commit", "-qm", "one"]);
+    let head = git(w, &["rev-parse", "HEAD"]);
+    let root = tempfile::tempdir().unwrap();
+    let bare = root.path().join("repo.git");
+    git(w, &["clone", "-q", "--bare", ".", bare.to_str().unwrap()]);
+
+    let server = lockstep_tests::services::git_ssh().unwrap();
+    let url = format!("{}{}", server.url, bare.display());
+    let cache = tempfile::tempdir().unwrap();
+    let src = GitCache::new(cache.path());
+    let ssh = |identity: &str, passphrase: Option<&str>, known_hosts: &str| Credentials::Ssh {
+        identity: Zeroizing::new(identity.as_bytes().to_vec()),
+        passphrase: passphrase.map(|p| Zeroizing::new(p.to_owned())),
+        known_hosts: known_hosts.to_owned(),
+    };
+    let main = Reference::Branch("main".into());
+
+    let rev = src
+        .fetch_with(
+            &url,
+            &main,
+            "",
+            &ssh(&server.identity, None, &server.known_hosts),
+            None,
+        )
+        .unwrap();
+    assert_eq!(rev.commit, head);
+    assert_eq!(rev.files.keys().collect::<Vec<_>>(), ["a.yaml"]);
+
+    // A passphrase-protected key, decrypted in memory.
+    let rev = src
+        .fetch_with(
+            &url,
+            &main,
+            "",
+            &ssh(
+                &server.protected_identity,
+                Some(&server.passphrase),
+                &server.known_hosts,
+            ),
+            None,
+        )
+        .unwrap();
+    assert_eq!(rev.commit, head);
+
+    // The key never reached the disk: nothing is left under the cache but the bare repo.
+    let leftovers: Vec<_> = std::fs::read_dir(cache.path().join("ssh")).unwrap().collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // Wrong passphrase, missing passphrase, unknown host key, unauthorised key: clear errors.
+    let other_host =
+        "[127.0.0.1]:1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n";
+    let stranger = lockstep_tests::services::git_ssh().unwrap();
+    let (kh, pi) = (server.known_hosts.as_str(), server.protected_identity.as_str());
+    for (creds, expected) in [
+        (ssh(pi, Some("wrong"), kh), "password does not decrypt"),
+        (ssh(pi, None, kh), "passphrase-protected"),
+        (
+            ssh(&server.identity, None, other_host),
+            "Host key verification failed",
+        ),
+        (ssh(&stranger.identity, None, kh), "Permission denied"),
+    ] {
+        let e = src
+            .fetch_with(&url, &main, "", &creds, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(expected), "{e}");
+        for secret in [&server.identity, &server.protected_identity, &server.passphrase] {
+            let body = secret.lines().nth(1).unwrap_or(secret);
+            assert!(!e.contains(body));
+        }
+    }
+}

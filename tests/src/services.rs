@@ -454,3 +454,111 @@ pub async fn expose(
         .map_err(kerr)?;
     Ok(())
 }
+
+/// Git over SSH from the real OpenSSH `sshd` (Debian's `openssh-server`), for one test.
+pub struct SshGit {
+    /// The sshd process.
+    pub service: Service,
+    /// `ssh://<user>@127.0.0.1:<port>`: append the repository's absolute path.
+    pub url: String,
+    /// The `known_hosts` line for the server's host key.
+    pub known_hosts: String,
+    /// An authorised private key without a passphrase (OpenSSH format).
+    pub identity: String,
+    /// An authorised private key protected by [`SshGit::passphrase`].
+    pub protected_identity: String,
+    /// The passphrase of [`SshGit::protected_identity`].
+    pub passphrase: String,
+    _keys: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for SshGit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshGit")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts `sshd` on a free loopback port with fresh host and client keys made by `ssh-keygen`,
+/// letting the current user in by public key only; its own configuration, nothing of the
+/// machine's (`/usr/sbin/sshd` must exist: `cargo xtask setup` installs it).
+pub fn git_ssh() -> Result<SshGit> {
+    let sshd = ["/usr/sbin/sshd", "/usr/local/sbin/sshd"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            HarnessError::Kube("sshd not found; run `cargo xtask setup` (installs openssh-server)".into())
+        })?;
+    let dir = io(
+        "creating the sshd directory",
+        tempfile::Builder::new().prefix("lockstep-sshd-").tempdir(),
+    )?;
+    let d = dir.path();
+    let keygen = |file: &str, pass: &str| -> Result<String> {
+        let out = io(
+            "running ssh-keygen",
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-C", "lockstep-test", "-N", pass, "-f"])
+                .arg(d.join(file))
+                .output(),
+        )?;
+        if !out.status.success() {
+            return Err(HarnessError::Kube(format!(
+                "ssh-keygen failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        io("reading the key", std::fs::read_to_string(d.join(file)))
+    };
+    keygen("host", "")?;
+    let identity = keygen("id", "")?;
+    let passphrase = format!("pass-{:08x}", rand::random::<u32>());
+    let protected_identity = keygen("id_protected", &passphrase)?;
+    let read = |f: &str| io("reading a public key", std::fs::read_to_string(d.join(f)));
+    io(
+        "writing authorized_keys",
+        std::fs::write(
+            d.join("authorized_keys"),
+            read("id.pub")? + &read("id_protected.pub")?,
+        ),
+    )?;
+    let user = String::from_utf8_lossy(&io("running id -un", Command::new("id").arg("-un").output())?.stdout)
+        .trim()
+        .to_owned();
+    let port = free_port()?;
+    let config = format!(
+        "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host\nAuthorizedKeysFile {d}/authorized_keys\n\
+         PidFile none\nStrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+         PermitRootLogin prohibit-password\nAllowUsers {user}\nLogLevel VERBOSE\n",
+        d = d.display()
+    );
+    io(
+        "writing sshd_config",
+        std::fs::write(d.join("sshd_config"), config),
+    )?;
+    // Privilege separation needs its (empty) directory when sshd runs as root.
+    let _ = std::fs::create_dir_all("/run/sshd");
+    let mut cmd = Command::new(sshd);
+    cmd.arg("-D").arg("-e").arg("-f").arg(d.join("sshd_config"));
+    let mut service = start("sshd", cmd, port, "", "")?;
+    let host_pub = read("host.pub")?;
+    let mut parts = host_pub.split_whitespace();
+    let known_hosts = format!(
+        "[127.0.0.1]:{port} {} {}\n",
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default()
+    );
+    service.url = format!("ssh://{user}@127.0.0.1:{port}");
+    let url = service.url.clone();
+    Ok(SshGit {
+        service,
+        _keys: dir,
+        url,
+        known_hosts,
+        identity,
+        protected_identity,
+        passphrase,
+    })
+}

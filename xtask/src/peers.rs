@@ -54,6 +54,20 @@ pub fn setup(cache: &Path) -> Result<()> {
         link(&venv.join("bin/moto_server"), &bin.join("moto_server"))
     })?;
     step("age (Debian)", || apt_tool(&["age", "age-keygen"], "age"))?;
+    // The real sshd serves Git over SSH in tests (the Debian package's own service is not
+    // started where policy-rc.d forbids it, as in containers; tests run sshd on their own port
+    // and configuration). The agent itself needs only the client tools.
+    step("OpenSSH (Debian)", || {
+        if Path::new("/usr/sbin/sshd").is_file()
+            && ["ssh", "ssh-agent", "ssh-add", "ssh-keygen"]
+                .iter()
+                .all(|t| which(t).is_some())
+        {
+            eprintln!("    found");
+            return Ok(());
+        }
+        apt_install("openssh-server")
+    })?;
     step("kubectl", || {
         if which("kubectl").is_some() || bin.join("kubectl").is_file() {
             eprintln!("    found");
@@ -144,6 +158,10 @@ fn apt_tool(tools: &[&str], package: &str) -> Result<()> {
         eprintln!("    found");
         return Ok(());
     }
+    apt_install(package)
+}
+
+fn apt_install(package: &str) -> Result<()> {
     let is_root = Command::new("id")
         .arg("-u")
         .output()
