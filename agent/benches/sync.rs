@@ -211,6 +211,7 @@ fn main() {
         credentials: Default::default(),
         ca_pem: None,
         skip_if_commit: None,
+        external: None,
     };
     let cache = GitCache::new(w.join("git-cache"));
     let client = rt.block_on(cp.client()).unwrap();

@@ -83,6 +83,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         credentials: Default::default(),
         ca_pem: None,
         skip_if_commit: None,
+        external: None,
     };
     let cache = GitCache::new(work.path().join("git-cache"));
     let client = cp.client().await?;

@@ -36,6 +36,9 @@ pub enum Error {
         /// Kind.
         kind: String,
     },
+    /// ExternalSecrets failed that workloads of this sync mount (nothing later was applied).
+    #[error("{0}")]
+    External(String),
     /// The API server refused or failed a request.
     #[error("{what}: {message}")]
     Kube {
@@ -66,6 +69,21 @@ pub struct Report {
     pub unchanged: usize,
     /// The order stages were applied in, with their objects (for tests and events).
     pub stages: Vec<(Stage, Vec<ObjectId>)>,
+}
+
+/// Manifests grouped by stage, in stage order.
+pub fn stages(manifests: &[Manifest]) -> BTreeMap<Stage, Vec<&Manifest>> {
+    let mut by_stage: BTreeMap<Stage, Vec<&Manifest>> = BTreeMap::new();
+    for m in manifests {
+        let av = m
+            .object
+            .get("apiVersion")
+            .and_then(Json::as_str)
+            .unwrap_or_default();
+        let kind = m.object.get("kind").and_then(Json::as_str).unwrap_or_default();
+        by_stage.entry(plan::stage(av, kind)).or_default().push(m);
+    }
+    by_stage
 }
 
 /// Applies objects for one Sync.
@@ -141,21 +159,28 @@ impl Applier {
         manifests: &[Manifest],
         last: &Inventory,
     ) -> Result<(Inventory, Report), Error> {
-        let mut by_stage: BTreeMap<Stage, Vec<&Manifest>> = BTreeMap::new();
-        for m in manifests {
-            let av = m
-                .object
-                .get("apiVersion")
-                .and_then(Json::as_str)
-                .unwrap_or_default();
-            let kind = m.object.get("kind").and_then(Json::as_str).unwrap_or_default();
-            by_stage.entry(plan::stage(av, kind)).or_default().push(m);
-        }
         let mut inventory = Inventory::default();
         let mut report = Report::default();
-        for (stage, items) in by_stage {
+        for (stage, items) in stages(manifests) {
+            self.apply_stage(stage, &items, last, &mut inventory, &mut report)
+                .await?;
+        }
+        Ok((inventory, report))
+    }
+
+    /// Applies one stage's manifests, adding them to `inventory` and `report`; waits for CRDs
+    /// it applied to be established.
+    pub async fn apply_stage(
+        &mut self,
+        stage: Stage,
+        items: &[&Manifest],
+        last: &Inventory,
+        inventory: &mut Inventory,
+        report: &mut Report,
+    ) -> Result<(), Error> {
+        {
             let mut work = Vec::new();
-            for m in items {
+            for m in items.iter().copied() {
                 let (ar, caps, o) = self.prepare(m)?;
                 let id = ObjectId::of(&o).ok_or_else(|| Error::Kube {
                     what: m.origin.clone(),
@@ -212,7 +237,7 @@ impl Applier {
                 self.wait_for_crds(&crds).await?;
             }
         }
-        Ok((inventory, report))
+        Ok(())
     }
 
     async fn wait_for_crds(&mut self, names: &[String]) -> Result<(), Error> {

@@ -46,6 +46,8 @@ pub struct Context {
     pub namespace: String,
     /// The agent's sealing keys, kept current ([`crate::sealing::maintain`]).
     pub keys: crate::sealing::Live,
+    /// The ExternalSecret engine (shared Vault tokens and call counts; `None`: one per sync).
+    pub external: Option<crate::external::Engine>,
 }
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
@@ -126,9 +128,9 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     (total > 0).then(|| Duration::from_secs(total))
 }
 
-/// [`parse_duration`], with `0` meaning zero (a switch-off).
+/// [`parse_duration`], with `0` (or `0s`, `0m0s`, ...) meaning zero (a switch-off).
 pub fn parse_duration_or_zero(s: &str) -> Option<Duration> {
-    if s == "0" {
+    if !s.is_empty() && s.chars().all(|c| matches!(c, '0' | 's' | 'm' | 'h')) && s.starts_with('0') {
         Some(Duration::ZERO)
     } else {
         parse_duration(s)
@@ -319,6 +321,7 @@ async fn run_sync(s: &Sync, ctx: &Context, ns: &str, status: &SyncStatus) -> Res
         credentials,
         ca_pem,
         skip_if_commit: unchanged_commit(s, status),
+        external: ctx.external.clone(),
     };
     let timeout = s
         .spec

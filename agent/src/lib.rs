@@ -7,6 +7,8 @@ pub mod admin;
 pub mod api;
 pub mod apply;
 pub mod controller;
+pub mod external;
+pub mod externals;
 pub mod keys;
 pub mod plan;
 pub mod render;

@@ -36,6 +36,14 @@ struct Args {
     /// Unseal SealedSecrets created outside Git (turn off when Bitnami's controller runs too).
     #[arg(long, env = "LOCKSTEP_SEALED_SECRETS_CONTROLLER", default_value_t = true, action = clap::ArgAction::Set)]
     sealed_secrets_controller: bool,
+    /// Refresh ExternalSecrets in the cluster on their `refreshInterval` (those in Git are
+    /// materialised by their sync either way).
+    #[arg(long, env = "LOCKSTEP_EXTERNAL_SECRETS_CONTROLLER", default_value_t = true, action = clap::ArgAction::Set)]
+    external_secrets_controller: bool,
+    /// Secrets Manager endpoint for every AWS store (VPC endpoints, LocalStack, moto); ESO's
+    /// variable.
+    #[arg(long, env = "AWS_SECRETSMANAGER_ENDPOINT")]
+    aws_secretsmanager_endpoint: Option<String>,
     /// Bootstrap: the repository of a Sync the agent creates (or updates) at start-up.
     #[arg(long, env = "LOCKSTEP_BOOTSTRAP_URL")]
     bootstrap_url: Option<String>,
@@ -66,14 +74,23 @@ enum Cmd {
     /// Reconcile Sync objects (the default).
     Run,
     /// Print the Sync CRD as YAML (what crds/sync.yaml holds).
-    Crdgen,
+    Crdgen {
+        /// Print the ExternalSecret, SecretStore and ClusterSecretStore CRDs instead (what
+        /// crds/external-secrets.io.yaml holds).
+        #[arg(long)]
+        external_secrets: bool,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if matches!(args.command, Some(Cmd::Crdgen)) {
-        print!("{}", lockstep_agent::api::crd_yaml()?);
+    if let Some(Cmd::Crdgen { external_secrets }) = args.command {
+        if external_secrets {
+            print!("{}", lockstep_agent::external::api::crds_yaml()?);
+        } else {
+            print!("{}", lockstep_agent::api::crd_yaml()?);
+        }
         return Ok(());
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
@@ -129,12 +146,16 @@ async fn main() -> anyhow::Result<()> {
         let _ = tokio::signal::ctrl_c().await;
     };
     let server = tokio::spawn(admin.clone().serve(args.listen, shutdown));
+    let engine =
+        lockstep_agent::external::Engine::new(client.clone(), args.aws_secretsmanager_endpoint.clone());
     let ctx = Arc::new(controller::Context {
         client: client.clone(),
         cache: source::GitCache::new(args.git_cache),
         namespace: args.namespace,
         keys: keys.clone(),
+        external: Some(engine.clone()),
     });
+    let refreshing = lockstep_agent::external::refresher::run(engine, client.clone());
     let unsealing = async {
         if args.sealed_secrets_controller {
             unsealer::run(client, keys).await;
@@ -144,6 +165,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::select! {
         () = controller::run(ctx) => {}
         () = unsealing, if args.sealed_secrets_controller => {}
+        () = refreshing, if args.external_secrets_controller => {}
         r = server => r??,
     }
     Ok(())

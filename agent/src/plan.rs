@@ -40,6 +40,41 @@ pub fn stage(api_version: &str, kind: &str) -> Stage {
     }
 }
 
+/// The names of the Secrets an object mounts or references (pod volumes, projected sources,
+/// `envFrom`, `env[].valueFrom.secretKeyRef`, `imagePullSecrets`), wherever its pod template is.
+pub fn secret_refs(o: &Json) -> std::collections::BTreeSet<String> {
+    fn walk(v: &Json, out: &mut std::collections::BTreeSet<String>) {
+        match v {
+            Json::Object(m) => {
+                for (k, v) in m {
+                    let name = |x: &Json| x.get("name").and_then(Json::as_str).map(str::to_owned);
+                    match k.as_str() {
+                        "secret" => out.extend(
+                            v.get("secretName")
+                                .or_else(|| v.get("name"))
+                                .and_then(Json::as_str)
+                                .map(str::to_owned),
+                        ),
+                        "secretRef" | "secretKeyRef" => out.extend(name(v)),
+                        "imagePullSecrets" => {
+                            out.extend(v.as_array().into_iter().flatten().filter_map(name));
+                        }
+                        _ => {}
+                    }
+                    walk(v, out);
+                }
+            }
+            Json::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    if let Some(spec) = o.get("spec") {
+        walk(spec, &mut out);
+    }
+    out
+}
+
 /// Identity of an object across syncs: `group/kind/namespace/name` (version-independent).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ObjectId {

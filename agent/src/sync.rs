@@ -37,6 +37,8 @@ pub struct Config {
     /// The commit last applied successfully with this same configuration: when the fetch finds
     /// it again, render, decryption and apply are skipped.
     pub skip_if_commit: Option<String>,
+    /// The ExternalSecret engine shared by the agent's syncs (`None`: one for this sync).
+    pub external: Option<crate::external::Engine>,
 }
 
 /// Why a sync failed; each variant says which step, and none carries a secret value.
@@ -130,8 +132,28 @@ pub async fn sync_once(
             });
         }
     }
-    let mut applier = Applier::new(client, &cfg.owner, cfg.target_namespace.clone()).await?;
-    let (inventory, report) = applier.apply(&manifests, last).await?;
+    let mut applier = Applier::new(client.clone(), &cfg.owner, cfg.target_namespace.clone()).await?;
+    let external = crate::externals::Externals::of(&manifests, cfg.target_namespace.as_deref());
+    let engine = match (&cfg.external, external.is_empty()) {
+        (_, true) => None,
+        (Some(e), false) => Some(e.clone()),
+        (None, false) => Some(crate::external::Engine::new(client.clone(), None)),
+    };
+    let mut inventory = Inventory::default();
+    let mut report = apply::Report::default();
+    for (stage, items) in apply::stages(&manifests) {
+        applier
+            .apply_stage(stage, &items, last, &mut inventory, &mut report)
+            .await?;
+        // ExternalSecrets are materialised once they (and their stores) are applied, and
+        // before any workload.
+        if let (Some(engine), plan::Stage::Secrets) = (&engine, stage) {
+            external
+                .materialize(&client, engine, &inventory)
+                .await
+                .map_err(apply::Error::External)?;
+        }
+    }
     let mut pruned = Vec::new();
     if cfg.prune {
         let gone = plan::prune_set(last, &inventory);

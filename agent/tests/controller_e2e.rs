@@ -150,6 +150,7 @@ async fn a_sync_object_is_reconciled_and_a_bad_commit_stalls_it() {
             ring: Default::default(),
             newest: None,
         }),
+        external: None,
     });
     let handle = tokio::spawn(controller::run(ctx));
 

@@ -14,3 +14,14 @@ fn the_committed_crd_is_not_stale() {
         "crds/sync.yaml is stale: run `cargo run -p lockstep-agent -- crdgen > crds/sync.yaml`"
     );
 }
+
+#[test]
+fn the_committed_external_secrets_crds_are_not_stale() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/external-secrets.io.yaml");
+    let committed = std::fs::read_to_string(&path).unwrap();
+    let generated = lockstep_agent::external::api::crds_yaml().unwrap();
+    assert!(
+        committed == generated,
+        "crds/external-secrets.io.yaml is stale: run `cargo run -p lockstep-agent -- crdgen --external-secrets > crds/external-secrets.io.yaml`"
+    );
+}

@@ -148,6 +148,7 @@ async fn secrets_first_prune_safely_and_stop_on_bad_sops() {
         credentials: Default::default(),
         ca_pem: None,
         skip_if_commit: None,
+        external: None,
     };
 
     // 1. Everything applied, secrets before the workload that mounts them.

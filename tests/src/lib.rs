@@ -10,6 +10,7 @@
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
 pub mod controlplane;
+pub mod esc;
 pub mod services;
 
 use std::path::{Path, PathBuf};

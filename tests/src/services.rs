@@ -94,7 +94,11 @@ fn start(name: &'static str, mut cmd: Command, port: u16, token: &str, ready: &s
 
 /// Starts `moto_server` (AWS APIs, Secrets Manager among them).
 pub fn moto() -> Result<Service> {
-    let port = free_port()?;
+    moto_on(free_port()?)
+}
+
+/// [`moto`] on a given port (to bring a stopped one back where its clients expect it).
+pub fn moto_on(port: u16) -> Result<Service> {
     let mut cmd = Command::new(crate::peer("moto_server"));
     cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
     start("moto_server", cmd, port, "", "/moto-api/")
