@@ -178,64 +178,62 @@ impl Applier {
         inventory: &mut Inventory,
         report: &mut Report,
     ) -> Result<(), Error> {
-        {
-            let mut work = Vec::new();
-            for m in items.iter().copied() {
-                let (ar, caps, o) = self.prepare(m)?;
-                let id = ObjectId::of(&o).ok_or_else(|| Error::Kube {
-                    what: m.origin.clone(),
-                    message: "no id".into(),
-                })?;
-                let h = match &m.source_digest {
-                    Some(d) => plan::secret_hash(&o, d),
-                    None if m.secret => {
-                        return Err(Error::Kube {
-                            what: m.origin.clone(),
-                            message: "secret material without a source digest".into(),
-                        });
-                    }
-                    None => plan::hash(&o),
-                };
-                let unchanged = last.entries.get(&id.key()).is_some_and(|(_, old)| *old == h);
-                inventory.entries.insert(id.key(), (id.clone(), h));
-                if unchanged {
-                    report.unchanged += 1;
-                } else {
-                    work.push((ar, caps, o, id, m.origin.clone()));
+        let mut work = Vec::new();
+        for m in items.iter().copied() {
+            let (ar, caps, o) = self.prepare(m)?;
+            let id = ObjectId::of(&o).ok_or_else(|| Error::Kube {
+                what: m.origin.clone(),
+                message: "no id".into(),
+            })?;
+            let h = match &m.source_digest {
+                Some(d) => plan::secret_hash(&o, d),
+                None if m.secret => {
+                    return Err(Error::Kube {
+                        what: m.origin.clone(),
+                        message: "secret material without a source digest".into(),
+                    });
                 }
+                None => plan::hash(&o),
+            };
+            let unchanged = last.entries.get(&id.key()).is_some_and(|(_, old)| *old == h);
+            inventory.entries.insert(id.key(), (id.clone(), h));
+            if unchanged {
+                report.unchanged += 1;
+            } else {
+                work.push((ar, caps, o, id, m.origin.clone()));
             }
-            let client = self.client.clone();
-            let applied: Vec<ObjectId> =
-                futures::stream::iter(work.into_iter().map(|(ar, caps, o, id, origin)| {
-                    let client = client.clone();
-                    async move {
-                        let api: Api<DynamicObject> = match caps.scope {
-                            Scope::Namespaced => Api::namespaced_with(client, &id.namespace, &ar),
-                            Scope::Cluster => Api::all_with(client, &ar),
-                        };
-                        api.patch(
-                            &id.name,
-                            &PatchParams::apply(FIELD_MANAGER).force(),
-                            &Patch::Apply(&o),
-                        )
-                        .await
-                        .map_err(kube_err(format!("applying {id} ({origin})")))?;
-                        Ok::<_, Error>(id)
-                    }
-                }))
-                .buffer_unordered(CONCURRENCY)
-                .try_collect()
-                .await?;
-            let crds: Vec<String> = applied
-                .iter()
-                .filter(|id| id.kind == "CustomResourceDefinition")
-                .map(|id| id.name.clone())
-                .collect();
-            report.applied.extend(applied.iter().cloned());
-            report.stages.push((stage, applied));
-            if !crds.is_empty() {
-                self.wait_for_crds(&crds).await?;
-            }
+        }
+        let client = self.client.clone();
+        let applied: Vec<ObjectId> =
+            futures::stream::iter(work.into_iter().map(|(ar, caps, o, id, origin)| {
+                let client = client.clone();
+                async move {
+                    let api: Api<DynamicObject> = match caps.scope {
+                        Scope::Namespaced => Api::namespaced_with(client, &id.namespace, &ar),
+                        Scope::Cluster => Api::all_with(client, &ar),
+                    };
+                    api.patch(
+                        &id.name,
+                        &PatchParams::apply(FIELD_MANAGER).force(),
+                        &Patch::Apply(&o),
+                    )
+                    .await
+                    .map_err(kube_err(format!("applying {id} ({origin})")))?;
+                    Ok::<_, Error>(id)
+                }
+            }))
+            .buffer_unordered(CONCURRENCY)
+            .try_collect()
+            .await?;
+        let crds: Vec<String> = applied
+            .iter()
+            .filter(|id| id.kind == "CustomResourceDefinition")
+            .map(|id| id.name.clone())
+            .collect();
+        report.applied.extend(applied.iter().cloned());
+        report.stages.push((stage, applied));
+        if !crds.is_empty() {
+            self.wait_for_crds(&crds).await?;
         }
         Ok(())
     }

@@ -13,7 +13,7 @@ use serde_json::Value as Json;
 use crate::external::api::{ClusterSecretStore, ExternalSecret, GROUP, SecretStore};
 use crate::external::engine::{LocalStores, Outcome};
 use crate::external::{Engine, plan as es_plan};
-use crate::plan::{self, Inventory};
+use crate::plan;
 use crate::render::Manifest;
 
 /// What a revision declares.
@@ -93,12 +93,7 @@ impl Externals {
     /// Materialises every ExternalSecret of the revision (now applied) in one batch. Fails
     /// only when a workload of the revision mounts a Secret that a failed ExternalSecret should
     /// have made and that does not exist.
-    pub async fn materialize(
-        &self,
-        client: &kube::Client,
-        engine: &Engine,
-        _applied: &Inventory,
-    ) -> Result<(), String> {
+    pub async fn materialize(&self, client: &kube::Client, engine: &Engine) -> Result<(), String> {
         let mut batch = Vec::new();
         for (ns, name) in &self.external_secrets {
             let api: Api<ExternalSecret> = Api::namespaced(client.clone(), ns);

@@ -73,7 +73,7 @@ impl std::fmt::Debug for Credentials {
 
 /// An error with its causes, `outer: inner: ...` (gix's outer messages alone say little, e.g.
 /// "Transport handshake failed").
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

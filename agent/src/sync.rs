@@ -149,7 +149,7 @@ pub async fn sync_once(
         // before any workload.
         if let (Some(engine), plan::Stage::Secrets) = (&engine, stage) {
             external
-                .materialize(&client, engine, &inventory)
+                .materialize(&client, engine)
                 .await
                 .map_err(apply::Error::External)?;
         }

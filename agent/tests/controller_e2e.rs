@@ -50,23 +50,9 @@ fn ready(s: &Sync) -> Option<(String, String, String)> {
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
-/// Every log line the agent writes during the test, for the canary check.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn a_sync_object_is_reconciled_and_a_bad_commit_stalls_it() {
-    let logs = Captured::default();
+    let logs = lockstep_tests::LogCapture::default();
     let sink = logs.clone();
     tracing_subscriber::fmt()
         .json()
@@ -294,7 +280,7 @@ async fn a_sync_object_is_reconciled_and_a_bad_commit_stalls_it() {
     );
     handle.abort();
 
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     for secret in [CANARY, sshd.passphrase.as_str()]
         .into_iter()
         .chain(sshd.identity.lines().skip(1).take(2))

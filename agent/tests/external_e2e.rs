@@ -9,7 +9,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -30,19 +29,6 @@ use serde_json::json;
 const CANARY_AWS: &str = "CANARY-aws-db-password";
 const CANARY_VAULT: &str = "CANARY-vault-app-token";
 const CANARY_ESC: &str = "CANARY-esc-db-password";
-
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 async fn aws_client(endpoint: &str) -> aws_sdk_secretsmanager::Client {
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -126,7 +112,7 @@ async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
 #[tokio::test]
 async fn external_secrets_from_aws_vault_and_esc_before_workloads() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let logs = Captured::default();
+    let logs = lockstep_tests::LogCapture::default();
     let sink = logs.clone();
     tracing_subscriber::fmt()
         .json()
@@ -453,7 +439,7 @@ async fn external_secrets_from_aws_vault_and_esc_before_workloads() {
     refresh.abort();
 
     // No secret value in any log line or in any ExternalSecret's status.
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     let statuses = serde_json::to_string(&ess.list(&Default::default()).await.unwrap().items).unwrap();
     for canary in [
         CANARY_AWS,

@@ -289,7 +289,8 @@ pub struct SecretStoreSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "int_or_string")]
     pub refresh_interval: Option<serde_json::Value>,
-    /// ClusterSecretStore only: the namespaces allowed to use it (any condition may match).
+    /// ClusterSecretStore only: the namespaces allowed to use it (any condition may match;
+    /// none: all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<ClusterStoreCondition>,
 }
@@ -303,25 +304,10 @@ pub struct SecretStoreSpec {
     status = "StoreStatus",
     shortname = "css"
 )]
-#[serde(rename_all = "camelCase")]
 pub struct ClusterSecretStoreSpec {
-    /// Controller class.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub controller: Option<String>,
-    /// Exactly one provider block.
-    #[schemars(schema_with = "open_object")]
-    pub provider: Provider,
-    /// Retry settings.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "open_object")]
-    pub retry_settings: Option<serde_json::Value>,
-    /// Store re-validation interval (seconds or a duration).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "int_or_string")]
-    pub refresh_interval: Option<serde_json::Value>,
-    /// The namespaces allowed to use this store (any condition may match; none: all).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub conditions: Vec<ClusterStoreCondition>,
+    /// The same fields as a SecretStore's; `conditions` apply here only.
+    #[serde(flatten)]
+    pub store: SecretStoreSpec,
 }
 
 fn int_or_string(_: &mut schemars::SchemaGenerator) -> schemars::Schema {

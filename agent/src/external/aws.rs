@@ -247,15 +247,6 @@ where
             s.code().unwrap_or("error"),
             s.message().unwrap_or_default()
         ),
-        None => {
-            let mut m = e.to_string();
-            let mut cur = std::error::Error::source(e);
-            while let Some(c) = cur {
-                m.push_str(": ");
-                m.push_str(&c.to_string());
-                cur = c.source();
-            }
-            m
-        }
+        None => crate::source::chain(e),
     }
 }

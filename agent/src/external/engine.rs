@@ -43,6 +43,28 @@ type BackendKey = (String, String, String, String);
 /// `dataFrom.find` results of a batch, by backend and search.
 type Finds = HashMap<(BackendKey, String), Result<Vec<(String, values::Bytes)>, String>>;
 
+/// The fetched value of a reference, its `property` picked out: `None` when the remote secret
+/// does not exist.
+fn selected(
+    fetched: &HashMap<(BackendKey, String, Option<String>), Fetched>,
+    key: &BackendKey,
+    remote: &super::api::RemoteRef,
+    field: &str,
+) -> Result<Option<values::Bytes>, String> {
+    let v = match fetched.get(&(key.clone(), remote.key.clone(), remote.version.clone())) {
+        Some(Fetched::Value(v)) => v,
+        Some(Fetched::NotFound) => return Ok(None),
+        Some(Fetched::Failed(m)) => return Err(format!("{field}: {m}")),
+        None => return Err(format!("{field}: not fetched")),
+    };
+    match &remote.property {
+        Some(p) => values::property(v, p, &remote.key)
+            .map(Some)
+            .map_err(|m| format!("{field}.property: {m}")),
+        None => Ok(Some(v.clone())),
+    }
+}
+
 /// What happened to one ExternalSecret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -204,19 +226,9 @@ impl Engine {
                     remote,
                     ..
                 } => {
-                    let v = match fetched.get(&(key.clone(), remote.key.clone(), remote.version.clone())) {
-                        Some(Fetched::Value(v)) => v,
-                        Some(Fetched::NotFound) => {
-                            missing.push(format!("{field}: secret {} not found", remote.key));
-                            continue;
-                        }
-                        Some(Fetched::Failed(m)) => return Err(format!("{field}: {m}")),
-                        None => return Err(format!("{field}: not fetched")),
-                    };
-                    let v = match &remote.property {
-                        Some(p) => values::property(v, p, &remote.key)
-                            .map_err(|m| format!("{field}.property: {m}"))?,
-                        None => v.clone(),
+                    let Some(v) = selected(fetched, &key, remote, &field)? else {
+                        missing.push(format!("{field}: secret {} not found", remote.key));
+                        continue;
                     };
                     let v = values::decode(remote.decoding_strategy.as_deref(), v, &field)?;
                     if remote.null_byte_policy.as_deref() == Some("Fail") && v.contains(&0) {
@@ -225,19 +237,9 @@ impl Engine {
                     data.insert(secret_key.to_owned(), v);
                 }
                 Item::Extract { field, remote, .. } => {
-                    let v = match fetched.get(&(key.clone(), remote.key.clone(), remote.version.clone())) {
-                        Some(Fetched::Value(v)) => v,
-                        Some(Fetched::NotFound) => {
-                            missing.push(format!("{field}: secret {} not found", remote.key));
-                            continue;
-                        }
-                        Some(Fetched::Failed(m)) => return Err(format!("{field}: {m}")),
-                        None => return Err(format!("{field}: not fetched")),
-                    };
-                    let v = match &remote.property {
-                        Some(p) => values::property(v, p, &remote.key)
-                            .map_err(|m| format!("{field}.property: {m}"))?,
-                        None => v.clone(),
+                    let Some(v) = selected(fetched, &key, remote, &field)? else {
+                        missing.push(format!("{field}: secret {} not found", remote.key));
+                        continue;
                     };
                     let entries =
                         values::object_entries(&v, &remote.key).map_err(|m| format!("{field}: {m}"))?;
@@ -347,13 +349,13 @@ impl Engine {
                 .flatten()
                 .and_then(|n| n.metadata.labels)
                 .unwrap_or_default();
-            if !plan::namespace_allowed(&css.spec.conditions, ns, &labels) {
+            if !plan::namespace_allowed(&css.spec.store.conditions, ns, &labels) {
                 return Err(format!(
                     "using cluster store {:?} is not allowed from namespace {ns:?}: denied by spec.conditions",
                     store.name
                 ));
             }
-            (css.spec.provider, ns.to_owned(), true)
+            (css.spec.store.provider, ns.to_owned(), true)
         } else {
             let ss = match local.namespaced.get(&(ns.to_owned(), store.name.clone())) {
                 Some(s) => s.clone(),
@@ -726,12 +728,7 @@ impl Engine {
         });
         if status == "True" {
             st["refreshTime"] = started.into();
-            st["syncedResourceVersion"] = values::resource_version(
-                es.metadata.generation.unwrap_or_default(),
-                &es.metadata.labels.clone().unwrap_or_default(),
-                &es.metadata.annotations.clone().unwrap_or_default(),
-            )
-            .into();
+            st["syncedResourceVersion"] = plan::resource_version(es).into();
         }
         let api: Api<ExternalSecret> = Api::namespaced(self.client.clone(), &ns);
         if let Err(e) = api

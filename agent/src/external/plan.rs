@@ -283,6 +283,15 @@ pub fn deletion_policy(es: &ExternalSecret) -> &str {
         .unwrap_or("Retain")
 }
 
+/// The ExternalSecret's current `syncedResourceVersion` (generation, labels, annotations).
+pub fn resource_version(es: &ExternalSecret) -> String {
+    values::resource_version(
+        es.metadata.generation.unwrap_or_default(),
+        &es.metadata.labels.clone().unwrap_or_default(),
+        &es.metadata.annotations.clone().unwrap_or_default(),
+    )
+}
+
 /// The target Secret's name.
 pub fn target_name(es: &ExternalSecret) -> String {
     es.spec

@@ -15,7 +15,6 @@ use time::OffsetDateTime;
 
 use super::api::ExternalSecret;
 use super::engine::{Engine, LocalStores, Outcome};
-use super::values;
 
 /// Backoff after `failures` consecutive failures (before jitter).
 pub fn backoff(failures: u32) -> Duration {
@@ -47,11 +46,7 @@ pub fn offset(es: &ExternalSecret) -> Duration {
 /// Whether an ExternalSecret is due at `now`, from its status alone (pure).
 pub fn due(es: &ExternalSecret, now: OffsetDateTime) -> bool {
     let status = es.status.clone().unwrap_or_default();
-    let current = values::resource_version(
-        es.metadata.generation.unwrap_or_default(),
-        &es.metadata.labels.clone().unwrap_or_default(),
-        &es.metadata.annotations.clone().unwrap_or_default(),
-    );
+    let current = super::plan::resource_version(es);
     let synced = status.synced_resource_version.as_deref();
     let refreshed = status
         .refresh_time
@@ -128,11 +123,7 @@ pub async fn run(engine: Engine, client: kube::Client) {
 }
 
 fn spec_changed(es: &ExternalSecret) -> bool {
-    let current = values::resource_version(
-        es.metadata.generation.unwrap_or_default(),
-        &es.metadata.labels.clone().unwrap_or_default(),
-        &es.metadata.annotations.clone().unwrap_or_default(),
-    );
+    let current = super::plan::resource_version(es);
     let seen = es
         .status
         .as_ref()
@@ -150,6 +141,7 @@ fn spec_changed(es: &ExternalSecret) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::external::values;
     use serde_json::json;
 
     fn es(status: serde_json::Value, spec_extra: serde_json::Value) -> ExternalSecret {

@@ -155,8 +155,7 @@ impl Vault {
         }
         let key = self.login.cache_key(&self.server, self.auth_namespace.as_deref());
         let mut cache = self.tokens.0.lock().await;
-        if !fresh && let Some((t, until)) = cache.get(&key).filter(|(_, until)| Instant::now() < *until) {
-            let _ = until;
+        if !fresh && let Some((t, _)) = cache.get(&key).filter(|(_, until)| Instant::now() < *until) {
             return Ok(t.clone());
         }
         let client = self.client("", self.auth_namespace.as_deref())?;
@@ -170,7 +169,7 @@ impl Vault {
             Login::Kubernetes { mount, role, jwt } => {
                 vaultrs::auth::kubernetes::login(&client, mount, role, jwt).await
             }
-            Login::Token(_) => unreachable_token(),
+            Login::Token(t) => return Ok(t.clone()),
         }
         .map_err(|e| format!("login: {}", vault_message(&e)))?;
         let token = Zeroizing::new(info.client_token);
@@ -262,26 +261,10 @@ impl Vault {
     }
 }
 
-fn unreachable_token() -> Result<vaultrs::api::AuthInfo, ClientError> {
-    Err(ClientError::APIError {
-        code: 0,
-        errors: vec!["no login method".into()],
-    })
-}
-
 fn vault_message(e: &ClientError) -> String {
     match e {
         ClientError::APIError { code, errors } if errors.is_empty() => format!("HTTP {code}"),
         ClientError::APIError { code, errors } => format!("HTTP {code}: {}", errors.join("; ")),
-        other => {
-            let mut m = other.to_string();
-            let mut cur = std::error::Error::source(other);
-            while let Some(c) = cur {
-                m.push_str(": ");
-                m.push_str(&c.to_string());
-                cur = c.source();
-            }
-            m
-        }
+        other => crate::source::chain(other),
     }
 }
