@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use lockstep_agent::plan::Inventory;
 use lockstep_agent::render::Keys;
-use lockstep_agent::source::{GitCache, Reference};
+use lockstep_agent::source::GitCache;
 use lockstep_agent::sync::{Config, sync_once};
 use lockstep_formats::sealed::{self, KeyRing, UnsealingKey};
 use lockstep_formats::sops::Identities;
@@ -199,19 +199,8 @@ fn main() {
         sealed: Some(ring.into()),
     };
     let cfg = Config {
-        url: format!("file://{}", repo.display()),
-        reference: Reference::Branch("main".into()),
-        path: String::new(),
-        owner: "bench.sync".into(),
         target_namespace: Some("bench-ls".into()),
-        create_namespace: false,
-        prune: true,
-        prune_budget: 0.5,
-        allow_mass_deletion: false,
-        credentials: Default::default(),
-        ca_pem: None,
-        skip_if_commit: None,
-        external: None,
+        ..Config::new(format!("file://{}", repo.display()), "bench.sync")
     };
     let cache = GitCache::new(w.join("git-cache"));
     let client = rt.block_on(cp.client()).unwrap();

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use lockstep_agent::plan::{Inventory, Stage};
 use lockstep_agent::render::Keys;
-use lockstep_agent::source::{GitCache, Reference};
+use lockstep_agent::source::GitCache;
 use lockstep_agent::sync::{Config, sync_once};
 use lockstep_formats::sops::Identities;
 use lockstep_tests::controlplane::{ControlPlane, Options};
@@ -70,21 +70,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         sops: Some(ids),
         sealed: None,
     };
-    let cfg = Config {
-        url: format!("file://{}", repo.display()),
-        reference: Reference::Branch("main".into()),
-        path: String::new(),
-        owner: "lockstep-system.demo".into(),
-        target_namespace: None,
-        create_namespace: false,
-        prune: true,
-        prune_budget: 0.5,
-        allow_mass_deletion: false,
-        credentials: Default::default(),
-        ca_pem: None,
-        skip_if_commit: None,
-        external: None,
-    };
+    let cfg = Config::new(format!("file://{}", repo.display()), "lockstep-system.demo");
     let cache = GitCache::new(work.path().join("git-cache"));
     let client = cp.client().await?;
 

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `GET /healthz` | `ok` while the process runs |
 //! | `GET /readyz` | 200 once the keys are loaded and the controllers started |
+//! | `GET /metrics` | Prometheus metrics (OpenMetrics text), see [`crate::metrics`] |
 //! | `GET /v1/cert.pem` | the newest sealing certificate (`application/x-pem-file`) |
 //! | `POST /v1/verify` | a SealedSecret (JSON or YAML): 200 if every value opens, 409 if not |
 //! | `POST /v1/rotate` | a SealedSecret: the same object re-encrypted with the newest key |
@@ -52,6 +53,7 @@ pub struct Admin {
     keys: Live,
     ready: Arc<AtomicBool>,
     limiter: Arc<DefaultDirectRateLimiter>,
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl Admin {
@@ -63,7 +65,15 @@ impl Admin {
             keys,
             ready: Arc::new(AtomicBool::new(false)),
             limiter: Arc::new(RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))),
+            metrics: None,
         }
+    }
+
+    /// Also serves `metrics` on `/metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Marks the agent ready (`/readyz` answers 200 from now on).
@@ -76,6 +86,7 @@ impl Admin {
         Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
             .route("/v1/cert.pem", get(cert))
             .route("/v1/verify", post(verify))
             .route("/v1/rotate", post(rotate))
@@ -96,6 +107,20 @@ impl Admin {
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(|source| Error::Serve { addr, source })
+    }
+}
+
+async fn metrics(State(a): State<Admin>) -> Response {
+    match &a.metrics {
+        Some(m) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            m.encode(),
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
     }
 }
 

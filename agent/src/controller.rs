@@ -48,6 +48,8 @@ pub struct Context {
     pub keys: crate::sealing::Live,
     /// The ExternalSecret engine (shared Vault tokens and call counts; `None`: one per sync).
     pub external: Option<crate::external::Engine>,
+    /// Metrics.
+    pub metrics: crate::metrics::Metrics,
 }
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
@@ -88,6 +90,15 @@ pub fn due(s: &Sync, now: i64, interval: Duration) -> Option<Duration> {
 /// Runs the controller until the stream ends (shutdown signal).
 pub async fn run(ctx: Arc<Context>) {
     let syncs: Api<Sync> = Api::all(ctx.client.clone());
+    // A deleted Sync's series go (labels stay bounded by the Syncs that exist).
+    let metrics = ctx.metrics.clone();
+    let forget = watcher::watcher(syncs.clone(), watcher::Config::default()).for_each(move |e| {
+        if let Ok(watcher::Event::Delete(s)) = e {
+            metrics.forget(&s.namespace().unwrap_or_default(), &s.name_any());
+        }
+        std::future::ready(())
+    });
+    let forgetting = tokio::spawn(forget);
     Controller::new(syncs, watcher::Config::default())
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
@@ -98,6 +109,7 @@ pub async fn run(ctx: Arc<Context>) {
             }
         })
         .await;
+    forgetting.abort();
 }
 
 fn error_policy(_s: Arc<Sync>, _e: &Error, _ctx: Arc<Context>) -> Action {
@@ -216,7 +228,9 @@ async fn reconcile(s: Arc<Sync>, ctx: Arc<Context>) -> Result<Action, Error> {
             return Ok(Action::requeue(wait));
         }
         let status = s.status.clone().unwrap_or_default();
+        let started = std::time::Instant::now();
         let result = run_sync(&s, &ctx, &ns, &status).await;
+        observe(&ctx.metrics, &ns, &name, &result, started.elapsed());
         let api: Api<Sync> = Api::namespaced(ctx.client.clone(), &ns);
         let new = next_status(&s, status, &result);
         let patch = serde_json::json!({ "status": new });
@@ -244,6 +258,47 @@ async fn reconcile(s: Arc<Sync>, ctx: Arc<Context>) -> Result<Action, Error> {
     }
     .instrument(span)
     .await
+}
+
+/// Records a sync's result in the metrics.
+fn observe(
+    m: &crate::metrics::Metrics,
+    ns: &str,
+    name: &str,
+    result: &Result<sync::Outcome, Error>,
+    took: Duration,
+) {
+    let labels = crate::metrics::SyncLabels {
+        namespace: ns.to_owned(),
+        name: name.to_owned(),
+    };
+    match result {
+        Ok(out) => {
+            m.sync_done(
+                ns,
+                name,
+                true,
+                out.duration,
+                out.report.applied.len(),
+                out.pruned.len(),
+            );
+            m.ready.get_or_create(&labels).set(1);
+        }
+        Err(e) => {
+            m.sync_done(ns, name, false, took, 0, 0);
+            m.ready.get_or_create(&labels).set(0);
+            let format = match e {
+                Error::Sync(sync::Error::Render(crate::render::Error::Format(f))) => f.decryption_failure(),
+                Error::Sync(sync::Error::Render(crate::render::Error::NoDecryption { .. })) => Some("sops"),
+                _ => None,
+            };
+            if let Some(format) = format {
+                m.decryption_failures
+                    .get_or_create(&crate::metrics::FormatLabels { format })
+                    .inc();
+            }
+        }
+    }
 }
 
 async fn run_sync(s: &Sync, ctx: &Context, ns: &str, status: &SyncStatus) -> Result<sync::Outcome, Error> {

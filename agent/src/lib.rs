@@ -10,6 +10,7 @@ pub mod controller;
 pub mod external;
 pub mod externals;
 pub mod keys;
+pub mod metrics;
 pub mod plan;
 pub mod render;
 pub mod sealing;

@@ -141,19 +141,21 @@ async fn main() -> anyhow::Result<()> {
         .context("creating the bootstrap Sync")?;
     }
 
-    let admin = admin::Admin::new(keys.clone(), args.rate_limit);
+    let engine =
+        lockstep_agent::external::Engine::new(client.clone(), args.aws_secretsmanager_endpoint.clone());
+    let metrics = lockstep_agent::metrics::Metrics::new(engine.calls.clone());
+    let admin = admin::Admin::new(keys.clone(), args.rate_limit).with_metrics(metrics.clone());
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
     let server = tokio::spawn(admin.clone().serve(args.listen, shutdown));
-    let engine =
-        lockstep_agent::external::Engine::new(client.clone(), args.aws_secretsmanager_endpoint.clone());
     let ctx = Arc::new(controller::Context {
         client: client.clone(),
         cache: source::GitCache::new(args.git_cache),
         namespace: args.namespace,
         keys: keys.clone(),
         external: Some(engine.clone()),
+        metrics: metrics.clone(),
     });
     let refreshing = lockstep_agent::external::refresher::run(engine, client.clone());
     let unsealing = async {

@@ -41,6 +41,28 @@ pub struct Config {
     pub external: Option<crate::external::Engine>,
 }
 
+impl Config {
+    /// The defaults of a Sync: branch `main`, the repository root, prune on with a budget of half
+    /// the inventory, no target namespace, no credentials.
+    pub fn new(url: impl Into<String>, owner: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            reference: source::Reference::Branch("main".into()),
+            path: String::new(),
+            owner: owner.into(),
+            target_namespace: None,
+            create_namespace: false,
+            prune: true,
+            prune_budget: 0.5,
+            allow_mass_deletion: false,
+            credentials: source::Credentials::default(),
+            ca_pem: None,
+            skip_if_commit: None,
+            external: None,
+        }
+    }
+}
+
 /// Why a sync failed; each variant says which step, and none carries a secret value.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

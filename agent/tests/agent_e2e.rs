@@ -418,6 +418,27 @@ async fn the_agent_binary_serves_kubeseal_unseals_outside_git_and_pulls_with_cre
     })
     .await;
 
+    // Metrics: the bootstrap Sync's results, bounded labels, the provider-call family.
+    let (status, body) = http(port, "GET", "/metrics", &[], b"").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        body.contains(&format!(
+            "lockstep_sync_total{{namespace=\"{ns}\",name=\"boot\",result=\"succeeded\"}}"
+        )),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!(
+            "lockstep_sync_ready{{namespace=\"{ns}\",name=\"boot\"}} 1"
+        )),
+        "{body}"
+    );
+    assert!(
+        body.contains("# TYPE lockstep_externalsecret_provider_api_calls counter"),
+        "{body}"
+    );
+    assert!(body.contains("lockstep_sync_duration_seconds_bucket"), "{body}");
+
     // No secret value, no password, in any log line.
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("SealedSecret controller started"), "{log}");

@@ -52,13 +52,7 @@ fn ready(s: &Sync) -> Option<(String, String, String)> {
 
 #[tokio::test]
 async fn a_sync_object_is_reconciled_and_a_bad_commit_stalls_it() {
-    let logs = lockstep_tests::LogCapture::default();
-    let sink = logs.clone();
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter("debug")
-        .with_writer(move || sink.clone())
-        .init();
+    let logs = lockstep_tests::LogCapture::install();
     let cp = ControlPlane::shared();
     let client = cp.client().await.unwrap();
     let ns = cp.namespace("ctrl").await.unwrap();
@@ -128,6 +122,7 @@ async fn a_sync_object_is_reconciled_and_a_bad_commit_stalls_it() {
         .await
         .unwrap();
 
+    let metrics = lockstep_agent::metrics::Metrics::new(Default::default());
     let ctx = Arc::new(Context {
         client: client.clone(),
         cache: GitCache::new(tempfile::tempdir().unwrap().keep()),
@@ -137,6 +132,7 @@ async fn a_sync_object_is_reconciled_and_a_bad_commit_stalls_it() {
             newest: None,
         }),
         external: None,
+        metrics: metrics.clone(),
     });
     let handle = tokio::spawn(controller::run(ctx));
 
@@ -227,6 +223,17 @@ async fn a_sync_object_is_reconciled_and_a_bad_commit_stalls_it() {
     assert_eq!(stalled.status, "True");
     let whole = serde_json::to_string(&s).unwrap();
     assert!(!whole.contains(CANARY), "no secret value in the Sync object");
+    let scraped = metrics.encode();
+    assert!(
+        scraped.contains("lockstep_decryption_failures_total{format=\"sops\"}"),
+        "{scraped}"
+    );
+    assert!(
+        scraped.contains(&format!(
+            "lockstep_sync_ready{{namespace=\"{ns}\",name=\"app\"}} 0"
+        )),
+        "{scraped}"
+    );
     assert_eq!(
         s.status.as_ref().unwrap().inventory.len(),
         3,

@@ -15,7 +15,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use lockstep_agent::external::api::ExternalSecret;
+use lockstep_agent::external::api::{ExternalSecret, SecretStore, StoreStatus as SecretStoreStatus};
 use lockstep_agent::external::{Engine, refresher};
 use lockstep_agent::plan::Inventory;
 use lockstep_agent::render::Keys;
@@ -29,18 +29,6 @@ use serde_json::json;
 const CANARY_AWS: &str = "CANARY-aws-db-password";
 const CANARY_VAULT: &str = "CANARY-vault-app-token";
 const CANARY_ESC: &str = "CANARY-esc-db-password";
-
-async fn aws_client(endpoint: &str) -> aws_sdk_secretsmanager::Client {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .endpoint_url(endpoint)
-        .load()
-        .await;
-    aws_sdk_secretsmanager::Client::new(&config)
-}
 
 async fn seed_aws(c: &aws_sdk_secretsmanager::Client, password: &str) {
     for (name, value) in [
@@ -109,21 +97,8 @@ async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
     }
 }
 
-#[tokio::test]
-async fn external_secrets_from_aws_vault_and_esc_before_workloads() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let logs = lockstep_tests::LogCapture::default();
-    let sink = logs.clone();
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter("debug")
-        .with_writer(move || sink.clone())
-        .init();
-    let cp = ControlPlane::shared();
-    let client = cp.client().await.unwrap();
-    let ns = cp.namespace("es").await.unwrap();
-
-    // The CRDs, as committed.
+/// The ExternalSecret CRDs, as committed, established.
+async fn install_crds(client: &kube::Client) {
     let text = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/external-secrets.io.yaml"),
     )
@@ -152,11 +127,22 @@ async fn external_secrets_from_aws_vault_and_esc_before_workloads() {
         .unwrap()
         .unwrap();
     }
+}
+
+#[tokio::test]
+async fn external_secrets_from_aws_vault_and_esc_before_workloads() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let logs = lockstep_tests::LogCapture::install();
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let ns = cp.namespace("es").await.unwrap();
+
+    install_crds(&client).await;
 
     // The backends.
     let mut moto = services::moto().unwrap();
     let moto_port: u16 = moto.url.rsplit(':').next().unwrap().parse().unwrap();
-    let aws = aws_client(&moto.url).await;
+    let aws = services::aws_client(&moto.url).await;
     seed_aws(&aws, CANARY_AWS).await;
     let vault = services::openbao().unwrap();
     let root = vault.token.clone();
@@ -285,19 +271,9 @@ async fn external_secrets_from_aws_vault_and_esc_before_workloads() {
 
     let engine = Engine::new(client.clone(), Some(moto.url.clone()));
     let cfg = Config {
-        url: format!("file://{}", r.display()),
-        reference: lockstep_agent::source::Reference::Branch("main".into()),
-        path: String::new(),
-        owner: format!("{ns}.es"),
         target_namespace: Some(ns.clone()),
-        create_namespace: false,
-        prune: true,
-        prune_budget: 0.5,
-        allow_mass_deletion: false,
-        credentials: Default::default(),
-        ca_pem: None,
-        skip_if_commit: None,
         external: Some(engine.clone()),
+        ..Config::new(format!("file://{}", r.display()), format!("{ns}.es"))
     };
     let cache = GitCache::new(tempfile::tempdir().unwrap().keep());
     let out = sync::sync_once(
@@ -427,7 +403,7 @@ async fn external_secrets_from_aws_vault_and_esc_before_workloads() {
         "{during} AWS calls in ~12 s of outage with a 1 s refresh interval: not backing off"
     );
     let moto2 = services::moto_on(moto_port).unwrap();
-    let aws2 = aws_client(&moto2.url).await;
+    let aws2 = services::aws_client(&moto2.url).await;
     seed_aws(&aws2, "after-recovery").await;
     wait_for(60, "recovery", || async {
         let s = secrets.get("db").await.ok()?;
@@ -452,4 +428,232 @@ async fn external_secrets_from_aws_vault_and_esc_before_workloads() {
         assert!(!logs.contains(canary), "a secret value reached the log");
         assert!(!statuses.contains(canary), "a secret value reached a status");
     }
+}
+
+/// Bad input: each failure is a condition on its own ExternalSecret naming the field, the rest of
+/// the sync goes on; a workload mounting a failed ExternalSecret's missing Secret holds the
+/// workloads stage back.
+#[tokio::test]
+async fn bad_input_fails_only_its_own_external_secret() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cp = ControlPlane::shared();
+    let client = cp.client().await.unwrap();
+    let ns = cp.namespace("es-bad").await.unwrap();
+    install_crds(&client).await;
+
+    let moto = services::moto().unwrap();
+    let aws = services::aws_client(&moto.url).await;
+    for (name, value) in [
+        ("json", json!({ "password": "CANARY-bad-json" }).to_string()),
+        ("plain", "CANARY-bad-plain".to_owned()),
+    ] {
+        aws.create_secret()
+            .name(name)
+            .secret_string(value)
+            .send()
+            .await
+            .unwrap();
+    }
+    let vault = services::openbao().unwrap();
+    bao(
+        &vault.url,
+        &vault.token,
+        reqwest::Method::PUT,
+        "sys/policies/acl/only-app",
+        json!({ "policy": "path \"secret/data/app\" { capabilities = [\"read\"] }" }),
+    )
+    .await;
+    bao(
+        &vault.url,
+        &vault.token,
+        reqwest::Method::POST,
+        "secret/data/other",
+        json!({ "data": { "k": "CANARY-bad-vault" } }),
+    )
+    .await;
+    let limited = bao(
+        &vault.url,
+        &vault.token,
+        reqwest::Method::POST,
+        "auth/token/create",
+        json!({ "policies": ["only-app"], "ttl": "1h" }),
+    )
+    .await["auth"]["client_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let creds: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "creds" },
+        "stringData": { "aws-id": "test", "aws-secret": "test", "vault": limited },
+    }))
+    .unwrap();
+    secrets.create(&PostParams::default(), &creds).await.unwrap();
+
+    let sel = |key: &str| json!({ "name": "creds", "key": key });
+    let es = |name: &str, store: &str, spec: serde_json::Value| {
+        let mut s = json!({ "refreshInterval": "1h", "secretStoreRef": { "name": store } });
+        s.as_object_mut()
+            .unwrap()
+            .extend(spec.as_object().unwrap().clone());
+        json!({ "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+            "metadata": { "name": name }, "spec": s })
+    };
+    let one = |key: &str, property: Option<&str>| {
+        let mut r = json!({ "key": key });
+        if let Some(p) = property {
+            r["property"] = p.into();
+        }
+        json!({ "data": [{ "secretKey": "v", "remoteRef": r }] })
+    };
+    let docs = vec![
+        json!({ "apiVersion": "external-secrets.io/v1", "kind": "SecretStore", "metadata": { "name": "aws" },
+            "spec": { "provider": { "aws": { "service": "SecretsManager", "region": "us-east-1",
+                "auth": { "secretRef": { "accessKeyIDSecretRef": sel("aws-id"), "secretAccessKeySecretRef": sel("aws-secret") } } } } } }),
+        json!({ "apiVersion": "external-secrets.io/v1", "kind": "SecretStore", "metadata": { "name": "no-creds" },
+            "spec": { "provider": { "aws": { "service": "SecretsManager", "region": "us-east-1",
+                "auth": { "secretRef": { "accessKeyIDSecretRef": { "name": "missing-creds", "key": "id" },
+                    "secretAccessKeySecretRef": { "name": "missing-creds", "key": "secret" } } } } } } }),
+        json!({ "apiVersion": "external-secrets.io/v1", "kind": "SecretStore", "metadata": { "name": "vault-limited" },
+            "spec": { "provider": { "vault": { "server": vault.url, "path": "secret", "version": "v2",
+                "auth": { "tokenSecretRef": sel("vault") } } } } }),
+        es("good", "aws", one("json", Some("password"))),
+        es("unknown-store", "no-such-store", one("json", None)),
+        es("store-not-ready", "no-creds", one("json", None)),
+        es("missing-property", "aws", one("json", Some("user"))),
+        es("not-json", "aws", one("plain", Some("password"))),
+        es("denied", "vault-limited", one("other", Some("k"))),
+        es(
+            "bad-template",
+            "aws",
+            json!({
+            "data": [{ "secretKey": "pw", "remoteRef": { "key": "json", "property": "password" } }],
+            "target": { "template": { "data": { "hash": "{{ .pw | sha256sum }}" } } } }),
+        ),
+        json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "settings" }, "data": { "a": "b" } }),
+        json!({ "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "web" },
+            "spec": { "replicas": 1, "selector": { "matchLabels": { "app": "web" } },
+                "template": { "metadata": { "labels": { "app": "web" } },
+                    "spec": { "containers": [{ "name": "web", "image": "nginx",
+                        "envFrom": [{ "secretRef": { "name": "good" } }] }] } } } }),
+    ];
+    let repo = tempfile::tempdir().unwrap();
+    let r = repo.path();
+    git(r, &["init", "-q"]);
+    let write = |docs: &[serde_json::Value], msg: &str| {
+        let text: Vec<String> = docs.iter().map(|d| serde_json::to_string(d).unwrap()).collect();
+        std::fs::write(r.join("all.yaml"), text.join("\n---\n")).unwrap();
+        git(r, &["add", "."]);
+        git(r, &["commit", "-qm", msg]);
+    };
+    write(&docs, "bad input");
+    let engine = Engine::new(client.clone(), Some(moto.url.clone()));
+    let cfg = Config {
+        target_namespace: Some(ns.clone()),
+        external: Some(engine.clone()),
+        ..Config::new(format!("file://{}", r.display()), format!("{ns}.bad"))
+    };
+    let cache = GitCache::new(tempfile::tempdir().unwrap().keep());
+    let out = sync::sync_once(
+        client.clone(),
+        &cache,
+        &cfg,
+        &Keys::default(),
+        &Inventory::default(),
+    )
+    .await
+    .unwrap();
+
+    // The rest of the sync went on.
+    assert_eq!(
+        secret_value(&secrets.get("good").await.unwrap(), "v"),
+        "CANARY-bad-json"
+    );
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &ns)
+        .get("settings")
+        .await
+        .unwrap();
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .get("web")
+        .await
+        .unwrap();
+
+    // Each failure on its own ExternalSecret, naming the field.
+    let ess: Api<ExternalSecret> = Api::namespaced(client.clone(), &ns);
+    for (name, needles) in [
+        (
+            "unknown-store",
+            &["spec.secretStoreRef", "\"no-such-store\" does not exist"][..],
+        ),
+        (
+            "store-not-ready",
+            &[
+                "spec.secretStoreRef",
+                "\"no-creds\" is not ready",
+                "missing-creds",
+            ],
+        ),
+        ("missing-property", &["spec.data[0].property", "user"]),
+        ("not-json", &["spec.data[0].property", "not JSON"]),
+        ("denied", &["spec.data[0]", "403", "permission denied"]),
+        ("bad-template", &["spec.target.template.data.hash", "sha256sum"]),
+    ] {
+        let e = ess.get(name).await.unwrap();
+        let (status, reason, message) = ready(&e).unwrap();
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("False", "SecretSyncedError"),
+            "{name}"
+        );
+        for n in needles {
+            assert!(message.contains(n), "{name}: {message:?} should contain {n:?}");
+        }
+        assert!(!message.contains("CANARY"), "{name}: a value in the condition");
+        assert!(
+            secrets.get_opt(name).await.unwrap().is_none(),
+            "{name}: no Secret"
+        );
+    }
+    let ready_of_store = |s: Option<SecretStoreStatus>| {
+        s.and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
+            .map(|c| (c.status, c.reason))
+    };
+    let stores: Api<SecretStore> = Api::namespaced(client.clone(), &ns);
+    assert_eq!(
+        ready_of_store(stores.get("aws").await.unwrap().status),
+        Some(("True".into(), "Valid".into()))
+    );
+    assert_eq!(
+        ready_of_store(stores.get("no-creds").await.unwrap().status),
+        Some(("False".into(), "InvalidProviderConfig".into()))
+    );
+    let inventory = out.inventory;
+
+    // A workload mounting a failed ExternalSecret's missing Secret: the workloads stage waits,
+    // the sync fails naming both, nothing is pruned.
+    let mut more = docs.clone();
+    more.retain(|d| d["kind"] != "ConfigMap");
+    more.push(json!({ "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "needs-denied" },
+        "spec": { "replicas": 1, "selector": { "matchLabels": { "app": "d" } },
+            "template": { "metadata": { "labels": { "app": "d" } },
+                "spec": { "containers": [{ "name": "d", "image": "nginx",
+                    "env": [{ "name": "K", "valueFrom": { "secretKeyRef": { "name": "denied", "key": "v" } } }] }] } } } }));
+    write(&more, "a workload needs the denied one");
+    let err = sync::sync_once(client.clone(), &cache, &cfg, &Keys::default(), &inventory)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("needs-denied") && err.contains("denied"), "{err}");
+    assert!(!err.contains("CANARY"));
+    assert!(
+        Api::<Deployment>::namespaced(client.clone(), &ns)
+            .get_opt("needs-denied")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &ns)
+        .get("settings")
+        .await
+        .expect("not pruned by a failed sync");
 }

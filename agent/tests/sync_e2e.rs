@@ -136,19 +136,8 @@ async fn secrets_first_prune_safely_and_stop_on_bad_sops() {
 
     let cache = GitCache::new(tempfile::tempdir().unwrap().keep());
     let cfg = Config {
-        url: format!("file://{}", r.display()),
-        reference: lockstep_agent::source::Reference::Branch("main".into()),
         path: "deploy".into(),
-        owner: format!("lockstep-system.{ns}"),
-        target_namespace: None,
-        create_namespace: false,
-        prune: true,
-        prune_budget: 0.5,
-        allow_mass_deletion: false,
-        credentials: Default::default(),
-        ca_pem: None,
-        skip_if_commit: None,
-        external: None,
+        ..Config::new(format!("file://{}", r.display()), format!("lockstep-system.{ns}"))
     };
 
     // 1. Everything applied, secrets before the workload that mounts them.

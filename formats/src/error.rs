@@ -225,6 +225,24 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// `Some("sops")` or `Some("sealed")` when this is a failure to decrypt (wrong or missing
+    /// key, tampering), as opposed to a malformed file: what a decryption-failure metric counts.
+    pub fn decryption_failure(&self) -> Option<&'static str> {
+        match self {
+            Error::InFile { source, .. } => source.decryption_failure(),
+            Error::ValueDecrypt { .. }
+            | Error::NoIdentityMatched { .. }
+            | Error::NotEnoughShares { .. }
+            | Error::MacUndecryptable
+            | Error::MacMismatch
+            | Error::Age(_) => Some("sops"),
+            Error::NoSealingKey { .. } | Error::Sealed(_) => Some("sealed"),
+            _ => None,
+        }
+    }
+}
+
 fn skipped_note(skipped: &[String]) -> String {
     if skipped.is_empty() {
         String::new()

@@ -401,6 +401,23 @@ impl ControlPlane {
         &self.admin_kubeconfig
     }
 
+    /// Runs the real `kubectl` as admin; panics with its message on failure; returns stdout.
+    #[allow(clippy::unwrap_used, clippy::panic)]
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let out = Command::new(crate::peer("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&self.admin_kubeconfig)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// The cluster CA certificate (PEM).
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem

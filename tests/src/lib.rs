@@ -157,6 +157,19 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 pub struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
 impl LogCapture {
+    /// Installs the process-wide tracing subscriber (JSON, `debug`) writing into a new capture.
+    /// Panics if a subscriber is already installed: call it once per test binary.
+    pub fn install() -> Self {
+        let logs = Self::default();
+        let sink = logs.clone();
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter("debug")
+            .with_writer(move || sink.clone())
+            .init();
+        logs
+    }
+
     /// What was written so far.
     pub fn text(&self) -> String {
         let bytes = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

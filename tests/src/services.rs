@@ -92,6 +92,19 @@ fn start(name: &'static str, mut cmd: Command, port: u16, token: &str, ready: &s
     }
 }
 
+/// A Secrets Manager client for moto at `endpoint` (region us-east-1, moto's test keys).
+pub async fn aws_client(endpoint: &str) -> aws_sdk_secretsmanager::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .endpoint_url(endpoint)
+        .load()
+        .await;
+    aws_sdk_secretsmanager::Client::new(&config)
+}
+
 /// Starts `moto_server` (AWS APIs, Secrets Manager among them).
 pub fn moto() -> Result<Service> {
     moto_on(free_port()?)

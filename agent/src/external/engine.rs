@@ -16,6 +16,9 @@ use super::values;
 use super::vault::{Login, TokenCache, Vault};
 use super::{Calls, Fetched, aws::Aws, esc::Esc};
 
+/// Secrets (and statuses) written at once by one batch.
+const WRITE_CONCURRENCY: usize = 16;
+
 /// The field manager of Secrets written for ExternalSecrets.
 pub const FIELD_MANAGER: &str = "lockstep-externalsecrets";
 
@@ -39,6 +42,9 @@ impl Backend {
 
 /// `(kind, namespace of a SecretStore, name, namespace credentials are read in)`.
 type BackendKey = (String, String, String, String);
+
+/// The `Ready` message last written per store, by `(cluster, namespace, name)`.
+type StoreMessages = HashMap<(bool, String, String), String>;
 
 /// `dataFrom.find` results of a batch, by backend and search.
 type Finds = HashMap<(BackendKey, String), Result<Vec<(String, values::Bytes)>, String>>;
@@ -96,6 +102,8 @@ pub struct Engine {
     http: reqwest::Client,
     aws_endpoint: Option<String>,
     tokens: TokenCache,
+    /// The `Ready` message last written per store `(cluster, namespace, name)`.
+    stores: Arc<std::sync::Mutex<StoreMessages>>,
     /// Backend calls so far.
     pub calls: Calls,
 }
@@ -117,6 +125,7 @@ impl Engine {
             http: reqwest::Client::new(),
             aws_endpoint,
             tokens: TokenCache::default(),
+            stores: Arc::default(),
             calls: Calls::default(),
         }
     }
@@ -127,15 +136,28 @@ impl Engine {
         let started = lockstep_formats::sops::now_rfc3339();
         let built = self.build(batch, local).await;
         let mut outcomes = Vec::with_capacity(batch.len());
-        for (es, b) in batch.iter().zip(built) {
-            let outcome = match b {
-                Err(m) => Outcome::Failed(m),
-                Ok(secret) => self.write(es, secret).await,
-            };
-            self.report(es, &outcome, &started).await;
-            outcomes.push(outcome);
+        let mut pairs = batch.iter().zip(built);
+        loop {
+            let chunk: Vec<_> = pairs
+                .by_ref()
+                .take(WRITE_CONCURRENCY)
+                .map(|(es, b)| self.conclude(es, b, &started))
+                .collect();
+            if chunk.is_empty() {
+                return outcomes;
+            }
+            outcomes.extend(futures::future::join_all(chunk).await);
         }
-        outcomes
+    }
+
+    /// Writes one built Secret (or not, on failure) and reports the outcome.
+    async fn conclude(&self, es: &ExternalSecret, built: Result<Json, String>, started: &str) -> Outcome {
+        let outcome = match built {
+            Err(m) => Outcome::Failed(m),
+            Ok(secret) => self.write(es, secret).await,
+        };
+        self.report(es, &outcome, started).await;
+        outcome
     }
 
     /// Fetches and builds the Secret of every ExternalSecret in the batch (no writes).
@@ -154,15 +176,21 @@ impl Engine {
             let mut with_keys = Vec::new();
             let mut failed = None;
             for item in items {
-                let store = match &item {
-                    Item::Value { store, .. } | Item::Extract { store, .. } | Item::Find { store, .. } => {
-                        store.clone()
+                let (store, store_field) = match &item {
+                    Item::Value {
+                        store, store_field, ..
                     }
+                    | Item::Extract {
+                        store, store_field, ..
+                    }
+                    | Item::Find {
+                        store, store_field, ..
+                    } => (store.clone(), store_field.clone()),
                 };
                 match self.backend(&mut backends, &store, &ns, local).await {
                     Ok(key) => with_keys.push((key, item)),
                     Err(m) => {
-                        failed = Some(m);
+                        failed = Some(format!("{store_field}: {m}"));
                         break;
                     }
                 }
@@ -378,9 +406,52 @@ impl Engine {
             },
             store.name
         );
-        self.provider(&provider, &creds_ns, is_cluster)
-            .await
-            .map_err(|m| format!("{what}: {m}"))
+        let made = self.provider(&provider, &creds_ns, is_cluster).await;
+        self.report_store(is_cluster, ns, &store.name, made.as_ref().err())
+            .await;
+        made.map_err(|m| format!("{what} is not ready: {m}"))
+    }
+
+    /// Writes a store's `Ready` condition as ESO does (`Valid`, or `InvalidProviderConfig` with
+    /// the reason), when it differs from what this engine last wrote.
+    async fn report_store(&self, cluster: bool, ns: &str, name: &str, error: Option<&String>) {
+        let key = (cluster, if cluster { "" } else { ns }.to_owned(), name.to_owned());
+        let (status, reason, message) = match error {
+            None => ("True", "Valid", "store validated".to_owned()),
+            Some(m) => ("False", "InvalidProviderConfig", m.clone()),
+        };
+        {
+            let mut last = self
+                .stores
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.get(&key) == Some(&message) {
+                return;
+            }
+            last.insert(key, message.clone());
+        }
+        let patch = Patch::Merge(json!({ "status": {
+            "conditions": [{ "type": "Ready", "status": status, "reason": reason, "message": message,
+                "lastTransitionTime": lockstep_formats::sops::now_rfc3339() }],
+            "capabilities": "ReadOnly" } }));
+        let pp = PatchParams::default();
+        let written = if cluster {
+            Api::<ClusterSecretStore>::all(self.client.clone())
+                .patch_status(name, &pp, &patch)
+                .await
+                .map(drop)
+        } else {
+            Api::<SecretStore>::namespaced(self.client.clone(), ns)
+                .patch_status(name, &pp, &patch)
+                .await
+                .map(drop)
+        };
+        if let Err(e) = written {
+            tracing::debug!(store = name, namespace = ns, error = %e, "could not write store status");
+        }
+        if let Some(m) = error {
+            tracing::warn!(store = name, namespace = ns, message = %m, "store not ready");
+        }
     }
 
     async fn provider(&self, p: &Provider, ns: &str, cluster: bool) -> Result<Backend, String> {

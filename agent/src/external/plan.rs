@@ -27,6 +27,8 @@ pub enum Item<'a> {
         secret_key: &'a str,
         /// The store.
         store: StoreRef,
+        /// Where the store was named (`spec.secretStoreRef`, or the item's `sourceRef.storeRef`).
+        store_field: String,
         /// What to read.
         remote: &'a RemoteRef,
     },
@@ -36,6 +38,8 @@ pub enum Item<'a> {
         field: String,
         /// The store.
         store: StoreRef,
+        /// Where the store was named (`spec.secretStoreRef`, or the item's `sourceRef.storeRef`).
+        store_field: String,
         /// What to read.
         remote: &'a RemoteRef,
     },
@@ -45,6 +49,8 @@ pub enum Item<'a> {
         field: String,
         /// The store.
         store: StoreRef,
+        /// Where the store was named (`spec.secretStoreRef`, or the item's `sourceRef.storeRef`).
+        store_field: String,
         /// The search.
         find: &'a Find,
     },
@@ -65,14 +71,18 @@ pub fn items(es: &ExternalSecret) -> Result<Vec<Item<'_>>, String> {
             return Err("spec.target.template.templateFrom is not supported yet; use template.data".into());
         }
     }
-    let store_of = |own: Option<&super::api::SourceRef>, field: &str| -> Result<StoreRef, String> {
+    let store_of = |own: Option<&super::api::SourceRef>, field: &str| -> Result<(StoreRef, String), String> {
         if own.is_some_and(|s| s.generator_ref.is_some()) {
             return Err(format!(
                 "{field}.sourceRef.generatorRef: generators are not supported"
             ));
         }
-        own.and_then(|s| s.store_ref.clone())
-            .or_else(|| spec.secret_store_ref.clone())
+        if let Some(s) = own.and_then(|s| s.store_ref.clone()) {
+            return Ok((s, format!("{field}.sourceRef.storeRef")));
+        }
+        spec.secret_store_ref
+            .clone()
+            .map(|s| (s, "spec.secretStoreRef".to_owned()))
             .ok_or_else(|| format!("{field}: no store (spec.secretStoreRef or sourceRef.storeRef)"))
     };
     let mut out = Vec::new();
@@ -81,13 +91,14 @@ pub fn items(es: &ExternalSecret) -> Result<Vec<Item<'_>>, String> {
         if !d.rewrite.is_empty() {
             return Err(format!("{field}.rewrite is not supported yet"));
         }
-        let store = store_of(d.source_ref.as_ref(), &field)?;
+        let (store, store_field) = store_of(d.source_ref.as_ref(), &field)?;
         match (&d.extract, &d.find) {
             (Some(r), None) => {
                 check_remote(r, &format!("{field}.extract"))?;
                 out.push(Item::Extract {
                     field: format!("{field}.extract"),
                     store,
+                    store_field,
                     remote: r,
                 });
             }
@@ -98,6 +109,7 @@ pub fn items(es: &ExternalSecret) -> Result<Vec<Item<'_>>, String> {
                 out.push(Item::Find {
                     field: format!("{field}.find"),
                     store,
+                    store_field,
                     find: f,
                 });
             }
@@ -113,8 +125,10 @@ pub fn items(es: &ExternalSecret) -> Result<Vec<Item<'_>>, String> {
             ));
         }
         check_remote(&d.remote_ref, &format!("{field}.remoteRef"))?;
+        let (store, store_field) = store_of(d.source_ref.as_ref(), &field)?;
         out.push(Item::Value {
-            store: store_of(d.source_ref.as_ref(), &field)?,
+            store,
+            store_field,
             field,
             secret_key: &d.secret_key,
             remote: &d.remote_ref,
