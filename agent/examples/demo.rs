@@ -89,7 +89,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("|{:-<6}|{:-<14}|{:-<14}|{:-<12}|{:-<10}|", "", "", "", "", "");
     let mut step = 0;
-    for (stage, ids) in &out.report.stages {
+    for (stage, _wave, ids) in &out.report.stages {
         let stage = match stage {
             Stage::Foundations => "foundations",
             Stage::Secrets => "secrets",

@@ -47,6 +47,10 @@ pub struct SyncSpec {
     /// Bound on one sync, as a Go duration (`5m`, default `5m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// Wait for each wave's objects to be healthy (kstatus) before applying the next; a
+    /// `Failed` object fails the sync at once (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<bool>,
 }
 
 /// A Git source.

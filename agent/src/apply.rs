@@ -1,6 +1,8 @@
-//! Apply and prune: server-side apply stage by stage (field manager `lockstep`, conflicts
-//! forced, bounded concurrency), waiting for CRDs to be established between stages; unchanged
-//! objects are not written. Pruning deletes only what still carries this Sync's label and is
+//! Apply and prune: server-side apply stage by stage, and within a stage wave by wave
+//! (`lockstep.dev/sync-wave`, or Argo CD's `argocd.argoproj.io/sync-wave`; default 0, negative
+//! first), with field manager `lockstep`, conflicts forced and bounded concurrency; CRDs are
+//! waited for between steps, and with `wait` each wave's objects must be healthy
+//! ([`crate::health`]) before the next is applied; unchanged objects are not written. Pruning deletes only what still carries this Sync's label and is
 //! not annotated `lockstep.dev/prune: disabled`.
 
 use std::collections::BTreeMap;
@@ -19,6 +21,8 @@ use crate::render::Manifest;
 pub const FIELD_MANAGER: &str = "lockstep";
 /// Writes in flight at once within a stage.
 const CONCURRENCY: usize = 8;
+/// How often a health wait looks again.
+const HEALTH_POLL: Duration = Duration::from_millis(500);
 /// Bound on waiting for CRDs to be established.
 const CRD_WAIT: Duration = Duration::from_secs(60);
 
@@ -35,6 +39,26 @@ pub enum Error {
         api_version: String,
         /// Kind.
         kind: String,
+    },
+    /// A sync-wave annotation is not an integer.
+    #[error("{origin}: metadata.annotations[{annotation}]: {value:?} is not an integer")]
+    Wave {
+        /// File and document.
+        origin: String,
+        /// The annotation.
+        annotation: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// A wave's objects did not become healthy (later waves were not applied).
+    #[error("wave {wave} of the {stage:?} stage is not healthy: {objects}")]
+    Unhealthy {
+        /// The stage.
+        stage: Stage,
+        /// The wave.
+        wave: i64,
+        /// Each object not `Current`, with its status and why.
+        objects: String,
     },
     /// ExternalSecrets failed that workloads of this sync mount (nothing later was applied).
     #[error("{0}")]
@@ -67,13 +91,36 @@ pub struct Report {
     pub applied: Vec<ObjectId>,
     /// Objects skipped because their desired state did not change.
     pub unchanged: usize,
-    /// The order stages were applied in, with their objects (for tests and events).
-    pub stages: Vec<(Stage, Vec<ObjectId>)>,
+    /// The steps (stage, wave) applied, in order, with the objects written in each (for tests
+    /// and events).
+    pub stages: Vec<(Stage, i64, Vec<ObjectId>)>,
 }
 
-/// Manifests grouped by stage, in stage order.
-pub fn stages(manifests: &[Manifest]) -> BTreeMap<Stage, Vec<&Manifest>> {
-    let mut by_stage: BTreeMap<Stage, Vec<&Manifest>> = BTreeMap::new();
+/// The annotations that set a wave, ours first.
+pub const WAVE_ANNOTATIONS: [&str; 2] = ["lockstep.dev/sync-wave", "argocd.argoproj.io/sync-wave"];
+
+/// The wave of a manifest (default 0), or an error naming the file and annotation.
+pub fn wave(m: &Manifest) -> Result<i64, Error> {
+    for annotation in WAVE_ANNOTATIONS {
+        if let Some(v) = m
+            .object
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(annotation))
+        {
+            let text = v.as_str().map(str::trim).unwrap_or_default();
+            return text.parse().map_err(|_| Error::Wave {
+                origin: m.origin.clone(),
+                annotation,
+                value: v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+            });
+        }
+    }
+    Ok(0)
+}
+
+/// Manifests grouped by (stage, wave), in apply order.
+pub fn steps(manifests: &[Manifest]) -> Result<BTreeMap<(Stage, i64), Vec<&Manifest>>, Error> {
+    let mut by_step: BTreeMap<(Stage, i64), Vec<&Manifest>> = BTreeMap::new();
     for m in manifests {
         let av = m
             .object
@@ -81,9 +128,12 @@ pub fn stages(manifests: &[Manifest]) -> BTreeMap<Stage, Vec<&Manifest>> {
             .and_then(Json::as_str)
             .unwrap_or_default();
         let kind = m.object.get("kind").and_then(Json::as_str).unwrap_or_default();
-        by_stage.entry(plan::stage(av, kind)).or_default().push(m);
+        by_step
+            .entry((plan::stage(av, kind), wave(m)?))
+            .or_default()
+            .push(m);
     }
-    by_stage
+    Ok(by_step)
 }
 
 /// Applies objects for one Sync.
@@ -92,6 +142,8 @@ pub struct Applier {
     discovery: Discovery,
     owner: String,
     target_namespace: Option<String>,
+    /// Wait for each step's objects to be healthy, up to this long per step.
+    pub wait: Option<Duration>,
 }
 
 impl Applier {
@@ -110,6 +162,7 @@ impl Applier {
             discovery,
             owner: owner.to_owned(),
             target_namespace,
+            wait: None,
         })
     }
 
@@ -161,30 +214,34 @@ impl Applier {
     ) -> Result<(Inventory, Report), Error> {
         let mut inventory = Inventory::default();
         let mut report = Report::default();
-        for (stage, items) in stages(manifests) {
-            self.apply_stage(stage, &items, last, &mut inventory, &mut report)
+        for ((stage, wave), items) in steps(manifests)? {
+            self.apply_step(stage, wave, &items, last, &mut inventory, &mut report)
                 .await?;
         }
         Ok((inventory, report))
     }
 
-    /// Applies one stage's manifests, adding them to `inventory` and `report`; waits for CRDs
-    /// it applied to be established.
-    pub async fn apply_stage(
+    /// Applies one step's manifests, adding them to `inventory` and `report`; waits for CRDs
+    /// it applied to be established, and with [`Applier::wait`] for every object of the step to
+    /// be healthy.
+    pub async fn apply_step(
         &mut self,
         stage: Stage,
+        wave: i64,
         items: &[&Manifest],
         last: &Inventory,
         inventory: &mut Inventory,
         report: &mut Report,
     ) -> Result<(), Error> {
         let mut work = Vec::new();
+        let mut all = Vec::new();
         for m in items.iter().copied() {
             let (ar, caps, o) = self.prepare(m)?;
             let id = ObjectId::of(&o).ok_or_else(|| Error::Kube {
                 what: m.origin.clone(),
                 message: "no id".into(),
             })?;
+            all.push((ar.clone(), caps.scope.clone(), id.clone()));
             let h = match &m.source_digest {
                 Some(d) => plan::secret_hash(&o, d),
                 None if m.secret => {
@@ -231,11 +288,67 @@ impl Applier {
             .map(|id| id.name.clone())
             .collect();
         report.applied.extend(applied.iter().cloned());
-        report.stages.push((stage, applied));
+        report.stages.push((stage, wave, applied));
         if !crds.is_empty() {
             self.wait_for_crds(&crds).await?;
         }
+        if let Some(timeout) = self.wait {
+            self.wait_healthy(stage, wave, &all, timeout).await?;
+        }
         Ok(())
+    }
+
+    /// Polls the objects until all are `Current`; fails at once when one has `Failed`, or at
+    /// the timeout, naming each object that is not `Current`.
+    async fn wait_healthy(
+        &self,
+        stage: Stage,
+        wave: i64,
+        objects: &[(ApiResource, Scope, ObjectId)],
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        use crate::health::{self, Status};
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let mut pending = Vec::new();
+            let mut failed = false;
+            for (ar, scope, id) in objects {
+                // A Secret is always Current (kstatus), and its data is not read back.
+                if id.kind == "Secret" && id.api_version == "v1" {
+                    continue;
+                }
+                let api: Api<DynamicObject> = match scope {
+                    Scope::Namespaced => Api::namespaced_with(self.client.clone(), &id.namespace, ar),
+                    Scope::Cluster => Api::all_with(self.client.clone(), ar),
+                };
+                let h = match api
+                    .get_opt(&id.name)
+                    .await
+                    .map_err(kube_err(format!("reading {id}")))?
+                {
+                    None => health::Health {
+                        status: Status::NotFound,
+                        message: "not found".into(),
+                    },
+                    Some(o) => health::of(&serde_json::to_value(&o).unwrap_or_default()),
+                };
+                if h.status != Status::Current {
+                    failed |= h.status == Status::Failed;
+                    pending.push(format!("{id} {} ({})", h.status.as_str(), h.message));
+                }
+            }
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if failed || tokio::time::Instant::now() >= deadline {
+                return Err(Error::Unhealthy {
+                    stage,
+                    wave,
+                    objects: pending.join("; "),
+                });
+            }
+            tokio::time::sleep(HEALTH_POLL).await;
+        }
     }
 
     async fn wait_for_crds(&mut self, names: &[String]) -> Result<(), Error> {

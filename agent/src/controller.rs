@@ -377,6 +377,7 @@ async fn run_sync(s: &Sync, ctx: &Context, ns: &str, status: &SyncStatus) -> Res
         ca_pem,
         skip_if_commit: unchanged_commit(s, status),
         external: ctx.external.clone(),
+        wait: None,
     };
     let timeout = s
         .spec
@@ -384,6 +385,10 @@ async fn run_sync(s: &Sync, ctx: &Context, ns: &str, status: &SyncStatus) -> Res
         .as_deref()
         .and_then(parse_duration)
         .unwrap_or(Duration::from_secs(300));
+    let cfg = Config {
+        wait: (s.spec.wait == Some(true)).then_some(timeout),
+        ..cfg
+    };
     tokio::time::timeout(
         timeout,
         sync::sync_once(ctx.client.clone(), &ctx.cache, &cfg, &keys, &last),

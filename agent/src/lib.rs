@@ -9,6 +9,7 @@ pub mod apply;
 pub mod controller;
 pub mod external;
 pub mod externals;
+pub mod health;
 pub mod keys;
 pub mod metrics;
 pub mod plan;

@@ -39,6 +39,8 @@ pub struct Config {
     pub skip_if_commit: Option<String>,
     /// The ExternalSecret engine shared by the agent's syncs (`None`: one for this sync).
     pub external: Option<crate::external::Engine>,
+    /// Wait for each wave's objects to be healthy before the next, up to this long a wave.
+    pub wait: Option<std::time::Duration>,
 }
 
 impl Config {
@@ -59,6 +61,7 @@ impl Config {
             ca_pem: None,
             skip_if_commit: None,
             external: None,
+            wait: None,
         }
     }
 }
@@ -163,13 +166,19 @@ pub async fn sync_once(
     };
     let mut inventory = Inventory::default();
     let mut report = apply::Report::default();
-    for (stage, items) in apply::stages(&manifests) {
+    applier.wait = cfg.wait;
+    let steps = apply::steps(&manifests)?;
+    let last_secrets_step = steps
+        .keys()
+        .rfind(|(stage, _)| *stage == plan::Stage::Secrets)
+        .copied();
+    for ((stage, wave), items) in steps {
         applier
-            .apply_stage(stage, &items, last, &mut inventory, &mut report)
+            .apply_step(stage, wave, &items, last, &mut inventory, &mut report)
             .await?;
         // ExternalSecrets are materialised once they (and their stores) are applied, and
         // before any workload.
-        if let (Some(engine), plan::Stage::Secrets) = (&engine, stage) {
+        if let (Some(engine), true) = (&engine, last_secrets_step == Some((stage, wave))) {
             external
                 .materialize(&client, engine)
                 .await

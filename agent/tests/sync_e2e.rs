@@ -144,7 +144,7 @@ async fn secrets_first_prune_safely_and_stop_on_bad_sops() {
     let out = sync::sync_once(client.clone(), &cache, &cfg, &keys, &Inventory::default())
         .await
         .unwrap();
-    let stages: Vec<Stage> = out.report.stages.iter().map(|(s, _)| *s).collect();
+    let stages: Vec<Stage> = out.report.stages.iter().map(|(s, _, _)| *s).collect();
     assert_eq!(stages, [Stage::Foundations, Stage::Secrets, Stage::Workloads]);
     assert_eq!(out.report.applied.len(), 9, "{:?}", out.report.applied);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
