@@ -51,6 +51,101 @@ pub struct SyncSpec {
     /// `Failed` object fails the sync at once (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<bool>,
+    /// Put back, within seconds, objects changed or deleted in the cluster (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_heal: Option<bool>,
+    /// Backoff after failed syncs (default: 5s, doubling, at most 5m; jittered ±10 %).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+    /// Fields left to other managers (an HPA's `spec.replicas`): removed from what is applied,
+    /// so Lockstep neither owns nor reverts them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore: Vec<IgnoreRule>,
+}
+
+/// Retry backoff after a failed sync: `duration × factor^(failures − 1)`, at most `maxDuration`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Retry {
+    /// The first delay, as a Go duration (default `5s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+    /// The growth factor (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub factor: Option<u32>,
+    /// The longest delay, as a Go duration (default `5m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration: Option<String>,
+}
+
+/// Fields Lockstep does not apply, in the objects a target selects.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IgnoreRule {
+    /// RFC 6901 JSON pointers (`/spec/replicas`).
+    pub json_pointers: Vec<String>,
+    /// Which objects (all when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<IgnoreTarget>,
+}
+
+/// Objects an ignore rule applies to: every field given must match exactly.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+pub struct IgnoreTarget {
+    /// API group (`apps`; empty for the core group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+impl IgnoreRule {
+    /// Removes the rule's fields from `o` when the rule targets it (pure).
+    pub fn strip(&self, o: &mut serde_json::Value) {
+        if let Some(t) = &self.target {
+            let s = |p: &str| {
+                o.pointer(p)
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default()
+            };
+            let group = s("/apiVersion").rsplit_once('/').map_or("", |(g, _)| g);
+            let matches = t.group.as_deref().is_none_or(|g| g == group)
+                && t.kind.as_deref().is_none_or(|k| k == s("/kind"))
+                && t.name.as_deref().is_none_or(|n| n == s("/metadata/name"))
+                && t.namespace
+                    .as_deref()
+                    .is_none_or(|n| n == s("/metadata/namespace"));
+            if !matches {
+                return;
+            }
+        }
+        for p in &self.json_pointers {
+            let Some((parent, last)) = p.rsplit_once('/') else {
+                continue;
+            };
+            let last = last.replace("~1", "/").replace("~0", "~");
+            match o.pointer_mut(parent) {
+                Some(serde_json::Value::Object(m)) => {
+                    m.remove(&last);
+                }
+                Some(serde_json::Value::Array(a)) => {
+                    if let Ok(i) = last.parse::<usize>()
+                        && i < a.len()
+                    {
+                        a.remove(i);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 /// A Git source.
@@ -144,6 +239,14 @@ pub struct SyncStatus {
     /// The last few syncs, newest first.
     #[serde(default)]
     pub history: Vec<HistoryEntry>,
+    /// Failed syncs in a row (0 after a success): what the retry backoff grows with.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failures: u32,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if takes a reference
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A condition (the `metav1.Condition` shape).

@@ -94,6 +94,8 @@ pub struct Report {
     /// The steps (stage, wave) applied, in order, with the objects written in each (for tests
     /// and events).
     pub stages: Vec<(Stage, i64, Vec<ObjectId>)>,
+    /// The resourceVersion each written object has after the write, by key.
+    pub versions: BTreeMap<String, String>,
 }
 
 /// The annotations that set a wave, ours first.
@@ -144,6 +146,10 @@ pub struct Applier {
     target_namespace: Option<String>,
     /// Wait for each step's objects to be healthy, up to this long per step.
     pub wait: Option<Duration>,
+    /// Fields not applied ([`crate::api::IgnoreRule`]).
+    pub ignore: Vec<crate::api::IgnoreRule>,
+    /// Keys of objects to apply even when their desired state did not change (drift).
+    pub force: std::collections::BTreeSet<String>,
 }
 
 impl Applier {
@@ -163,6 +169,8 @@ impl Applier {
             owner: owner.to_owned(),
             target_namespace,
             wait: None,
+            ignore: Vec::new(),
+            force: Default::default(),
         })
     }
 
@@ -201,6 +209,9 @@ impl Applier {
             if let Some(l) = labels.as_object_mut() {
                 l.insert(OWNER_LABEL.into(), self.owner.clone().into());
             }
+        }
+        for rule in &self.ignore {
+            rule.strip(&mut o);
         }
         Ok((ar, caps, o))
     }
@@ -252,7 +263,8 @@ impl Applier {
                 }
                 None => plan::hash(&o),
             };
-            let unchanged = last.entries.get(&id.key()).is_some_and(|(_, old)| *old == h);
+            let unchanged = !self.force.contains(&id.key())
+                && last.entries.get(&id.key()).is_some_and(|(_, old)| *old == h);
             inventory.entries.insert(id.key(), (id.clone(), h));
             if unchanged {
                 report.unchanged += 1;
@@ -261,7 +273,7 @@ impl Applier {
             }
         }
         let client = self.client.clone();
-        let applied: Vec<ObjectId> =
+        let written: Vec<(ObjectId, String)> =
             futures::stream::iter(work.into_iter().map(|(ar, caps, o, id, origin)| {
                 let client = client.clone();
                 async move {
@@ -269,19 +281,25 @@ impl Applier {
                         Scope::Namespaced => Api::namespaced_with(client, &id.namespace, &ar),
                         Scope::Cluster => Api::all_with(client, &ar),
                     };
-                    api.patch(
-                        &id.name,
-                        &PatchParams::apply(FIELD_MANAGER).force(),
-                        &Patch::Apply(&o),
-                    )
-                    .await
-                    .map_err(kube_err(format!("applying {id} ({origin})")))?;
-                    Ok::<_, Error>(id)
+                    let live = api
+                        .patch(
+                            &id.name,
+                            &PatchParams::apply(FIELD_MANAGER).force(),
+                            &Patch::Apply(&o),
+                        )
+                        .await
+                        .map_err(kube_err(format!("applying {id} ({origin})")))?;
+                    Ok::<_, Error>((id, live.metadata.resource_version.unwrap_or_default()))
                 }
             }))
             .buffer_unordered(CONCURRENCY)
             .try_collect()
             .await?;
+        let mut applied = Vec::with_capacity(written.len());
+        for (id, rv) in written {
+            report.versions.insert(id.key(), rv);
+            applied.push(id);
+        }
         let crds: Vec<String> = applied
             .iter()
             .filter(|id| id.kind == "CustomResourceDefinition")

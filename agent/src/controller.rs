@@ -8,6 +8,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
@@ -50,6 +51,8 @@ pub struct Context {
     pub external: Option<crate::external::Engine>,
     /// Metrics.
     pub metrics: crate::metrics::Metrics,
+    /// Drift watches over every Sync's inventory.
+    pub drift: crate::drift::Tracker,
 }
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
@@ -58,8 +61,38 @@ const HISTORY: usize = 5;
 /// The annotation that asks for a reconcile now (its value: any new string, e.g. a time).
 pub const RECONCILE_ANNOTATION: &str = "lockstep.dev/reconcile-requested-at";
 
-/// Retry delay after a failed sync.
-const RETRY: Duration = Duration::from_secs(30);
+/// Retry defaults: the first delay, the factor, the longest delay.
+const RETRY_FIRST: Duration = Duration::from_secs(5);
+const RETRY_FACTOR: u32 = 2;
+const RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// The delay before retrying after `failures` failed syncs in a row (pure): the Sync's
+/// `spec.retry` (`duration × factor^(failures − 1)`, at most `maxDuration`), with a jitter of
+/// ±10 % that is stable for one Sync and failure count (so repeated `due` checks agree), so that
+/// Syncs failing together do not retry together.
+pub fn retry_delay(s: &Sync, failures: u32) -> Duration {
+    let r = s.spec.retry.clone().unwrap_or_default();
+    let first = r
+        .duration
+        .as_deref()
+        .and_then(parse_duration)
+        .unwrap_or(RETRY_FIRST);
+    let max = r
+        .max_duration
+        .as_deref()
+        .and_then(parse_duration)
+        .unwrap_or(RETRY_MAX);
+    let factor = r.factor.unwrap_or(RETRY_FACTOR).max(1);
+    let exp = failures.saturating_sub(1).min(32);
+    let base = first
+        .checked_mul(factor.saturating_pow(exp))
+        .unwrap_or(max)
+        .min(max);
+    let mut h = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(&(s.metadata.uid.as_deref(), s.name_any(), failures), &mut h);
+    let spread = std::hash::Hasher::finish(&h) % 201; // 0..=200 → −10 % … +10 %
+    base.mul_f64(0.9 + spread as f64 / 1000.0)
+}
 
 /// Whether a sync is due now, or after how long (pure; `now` in seconds since the epoch).
 /// A sync is due when the spec changed (generation), a reconcile was requested (annotation),
@@ -81,25 +114,28 @@ pub fn due(s: &Sync, now: i64, interval: Duration) -> Option<Duration> {
     let wait = if last.result == "Succeeded" {
         interval
     } else {
-        RETRY
+        retry_delay(s, st.failures.max(1))
     };
     let next = at.saturating_add(i64::try_from(wait.as_secs()).unwrap_or(i64::MAX));
     (next > now).then(|| Duration::from_secs(u64::try_from(next - now).unwrap_or(0)))
 }
 
 /// Runs the controller until the stream ends (shutdown signal).
-pub async fn run(ctx: Arc<Context>) {
+pub async fn run(ctx: Arc<Context>, drifted: impl futures::Stream<Item = ObjectRef<Sync>> + Send + 'static) {
     let syncs: Api<Sync> = Api::all(ctx.client.clone());
     // A deleted Sync's series go (labels stay bounded by the Syncs that exist).
-    let metrics = ctx.metrics.clone();
+    let (metrics, drift) = (ctx.metrics.clone(), ctx.drift.clone());
     let forget = watcher::watcher(syncs.clone(), watcher::Config::default()).for_each(move |e| {
         if let Ok(watcher::Event::Delete(s)) = e {
-            metrics.forget(&s.namespace().unwrap_or_default(), &s.name_any());
+            let ns = s.namespace().unwrap_or_default();
+            metrics.forget(&ns, &s.name_any());
+            drift.forget(&format!("{ns}.{}", s.name_any()));
         }
         std::future::ready(())
     });
     let forgetting = tokio::spawn(forget);
     Controller::new(syncs, watcher::Config::default())
+        .reconcile_on(drifted)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {
@@ -112,8 +148,10 @@ pub async fn run(ctx: Arc<Context>) {
     forgetting.abort();
 }
 
-fn error_policy(_s: Arc<Sync>, _e: &Error, _ctx: Arc<Context>) -> Action {
-    Action::requeue(RETRY)
+fn error_policy(s: Arc<Sync>, _e: &Error, _ctx: Arc<Context>) -> Action {
+    // The status read before this failure counts the earlier ones.
+    let failures = s.status.as_ref().map_or(0, |st| st.failures);
+    Action::requeue(retry_delay(&s, failures.saturating_add(1)))
 }
 
 /// Go-style durations: `30s`, `5m`, `1h`, `1h30m`.
@@ -223,13 +261,33 @@ async fn reconcile(s: Arc<Sync>, ctx: Arc<Context>) -> Result<Action, Error> {
         if s.spec.suspend == Some(true) {
             return Ok(Action::requeue(interval));
         }
+        let owner = format!("{ns}.{name}");
+        let drifted = ctx.drift.take(&owner);
         let now_s = time::OffsetDateTime::now_utc().unix_timestamp();
-        if let Some(wait) = due(&s, now_s, interval) {
+        if drifted.is_empty()
+            && let Some(wait) = due(&s, now_s, interval)
+        {
             return Ok(Action::requeue(wait));
         }
         let status = s.status.clone().unwrap_or_default();
         let started = std::time::Instant::now();
-        let result = run_sync(&s, &ctx, &ns, &status).await;
+        let result = run_sync(&s, &ctx, &ns, &status, drifted.keys().cloned().collect()).await;
+        if let Ok(out) = &result {
+            let corrected = corrections(&drifted, &out.report.versions);
+            if corrected > 0 {
+                info!(corrected, "drift corrected");
+                ctx.metrics
+                    .drift_corrections
+                    .get_or_create(&crate::metrics::SyncLabels {
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                    })
+                    .inc_by(corrected as u64);
+            }
+            ctx.drift
+                .track(&owner, &out.inventory, s.spec.self_heal != Some(false))
+                .await;
+        }
         observe(&ctx.metrics, &ns, &name, &result, started.elapsed());
         let api: Api<Sync> = Api::namespaced(ctx.client.clone(), &ns);
         let new = next_status(&s, status, &result);
@@ -258,6 +316,23 @@ async fn reconcile(s: Arc<Sync>, ctx: Arc<Context>) -> Result<Action, Error> {
     }
     .instrument(span)
     .await
+}
+
+/// How many drifted objects a forced apply actually changed back (pure): written with a
+/// resourceVersion other than the drifted one (a deleted object: written at all). A no-op apply
+/// (a field left to another manager) is not a correction.
+pub fn corrections(
+    drifted: &std::collections::BTreeMap<String, Option<String>>,
+    written: &std::collections::BTreeMap<String, String>,
+) -> usize {
+    drifted
+        .iter()
+        .filter(|(k, seen)| {
+            written
+                .get(*k)
+                .is_some_and(|rv| seen.as_deref() != Some(rv.as_str()))
+        })
+        .count()
 }
 
 /// Records a sync's result in the metrics.
@@ -301,7 +376,13 @@ fn observe(
     }
 }
 
-async fn run_sync(s: &Sync, ctx: &Context, ns: &str, status: &SyncStatus) -> Result<sync::Outcome, Error> {
+async fn run_sync(
+    s: &Sync,
+    ctx: &Context,
+    ns: &str,
+    status: &SyncStatus,
+    force: std::collections::BTreeSet<String>,
+) -> Result<sync::Outcome, Error> {
     use crate::source::Reference;
     let reference = match &s.spec.source.reference {
         None => Reference::Branch("main".into()),
@@ -378,6 +459,8 @@ async fn run_sync(s: &Sync, ctx: &Context, ns: &str, status: &SyncStatus) -> Res
         skip_if_commit: unchanged_commit(s, status),
         external: ctx.external.clone(),
         wait: None,
+        ignore: s.spec.ignore.clone(),
+        force,
     };
     let timeout = s
         .spec
@@ -524,6 +607,7 @@ fn next_status(s: &Sync, prev: SyncStatus, result: &Result<sync::Outcome, Error>
     st.last_handled_reconcile_at = s.annotations().get(RECONCILE_ANNOTATION).cloned();
     match result {
         Ok(out) => {
+            st.failures = 0;
             let rev = format!("{}@sha1:{}", out.reference, out.commit);
             st.last_applied_revision = Some(rev.clone());
             st.last_attempted_revision = Some(rev.clone());
@@ -566,6 +650,7 @@ fn next_status(s: &Sync, prev: SyncStatus, result: &Result<sync::Outcome, Error>
         Err(e) => {
             let r = reason(e);
             let msg = e.to_string();
+            st.failures = prev.failures.saturating_add(1);
             // Errors that a retry cannot fix stall the Sync until Git or the spec changes.
             let stalled = matches!(r, "RenderFailed" | "Unsupported" | "PruneBudgetExceeded");
             st.conditions = vec![
@@ -644,11 +729,43 @@ mod tests {
             st.last_handled_reconcile_at = Some("now".into());
             st.history = vec![at("2026-01-01T00:00:00Z", "SourceFailed")];
         }
-        assert_eq!(
-            due(&s, t0 + 10, Duration::from_secs(600)),
-            Some(Duration::from_secs(20)),
-            "retry"
-        );
+        s.spec.retry = Some(crate::api::Retry {
+            duration: Some("10s".into()),
+            factor: Some(2),
+            max_duration: Some("1m".into()),
+        });
+        if let Some(st) = s.status.as_mut() {
+            st.failures = 3;
+        }
+        // The third failure in a row: 10 s × 2² = 40 s ± 10 %, 10 s of it gone.
+        let wait = due(&s, t0 + 10, Duration::from_secs(600)).unwrap();
+        assert!((26..=34).contains(&wait.as_secs()), "retry after {wait:?}");
+    }
+
+    #[test]
+    fn retries_back_off_with_a_cap_and_a_stable_jitter() {
+        let mut s = Sync::new("x", crate::api::SyncSpec::default());
+        let secs = |s: &Sync, n| retry_delay(s, n).as_secs_f64();
+        for (n, base) in [(1, 5.0), (2, 10.0), (3, 20.0), (7, 300.0), (40, 300.0)] {
+            let d = secs(&s, n);
+            assert!((base * 0.9..=base * 1.1).contains(&d), "{n}: {d}");
+            assert!((d - secs(&s, n)).abs() < f64::EPSILON, "stable");
+        }
+        s.spec.retry = Some(crate::api::Retry {
+            duration: Some("1s".into()),
+            factor: Some(3),
+            max_duration: Some("10s".into()),
+        });
+        assert!((2.7..=3.3).contains(&secs(&s, 2)));
+        assert!((9.0..=11.0).contains(&secs(&s, 5)));
+        let other = Sync::new("y", crate::api::SyncSpec::default());
+        let spread: std::collections::BTreeSet<u128> = (1..=5)
+            .map(|n| {
+                retry_delay(&other, n).as_millis() * 1000
+                    / retry_delay(&Sync::new("x", Default::default()), n).as_millis()
+            })
+            .collect();
+        assert!(spread.len() > 1, "different Syncs do not retry in step");
     }
 
     #[test]

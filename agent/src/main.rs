@@ -149,6 +149,7 @@ async fn main() -> anyhow::Result<()> {
         let _ = tokio::signal::ctrl_c().await;
     };
     let server = tokio::spawn(admin.clone().serve(args.listen, shutdown));
+    let (drift, drifted) = lockstep_agent::drift::Tracker::new(client.clone(), Some(metrics.clone()));
     let ctx = Arc::new(controller::Context {
         client: client.clone(),
         cache: source::GitCache::new(args.git_cache),
@@ -156,6 +157,7 @@ async fn main() -> anyhow::Result<()> {
         keys: keys.clone(),
         external: Some(engine.clone()),
         metrics: metrics.clone(),
+        drift,
     });
     let refreshing = lockstep_agent::external::refresher::run(engine, client.clone());
     let unsealing = async {
@@ -165,7 +167,7 @@ async fn main() -> anyhow::Result<()> {
     };
     admin.set_ready();
     tokio::select! {
-        () = controller::run(ctx) => {}
+        () = controller::run(ctx, drifted) => {}
         () = unsealing, if args.sealed_secrets_controller => {}
         () = refreshing, if args.external_secrets_controller => {}
         r = server => r??,

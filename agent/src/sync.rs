@@ -41,6 +41,11 @@ pub struct Config {
     pub external: Option<crate::external::Engine>,
     /// Wait for each wave's objects to be healthy before the next, up to this long a wave.
     pub wait: Option<std::time::Duration>,
+    /// Fields not applied.
+    pub ignore: Vec<crate::api::IgnoreRule>,
+    /// Keys of objects to write even if unchanged (drifted in the cluster); when not empty the
+    /// commit is rendered and applied even if it is `skip_if_commit`.
+    pub force: std::collections::BTreeSet<String>,
 }
 
 impl Config {
@@ -62,6 +67,8 @@ impl Config {
             skip_if_commit: None,
             external: None,
             wait: None,
+            ignore: Vec::new(),
+            force: Default::default(),
         }
     }
 }
@@ -128,7 +135,7 @@ pub async fn sync_once(
     })
     .await
     .map_err(|e| Error::Task(e.to_string()))??;
-    if cfg.skip_if_commit.as_deref() == Some(rev.commit.as_str()) {
+    if cfg.force.is_empty() && cfg.skip_if_commit.as_deref() == Some(rev.commit.as_str()) {
         return Ok(Outcome {
             commit: rev.commit,
             reference: rev.reference,
@@ -167,6 +174,8 @@ pub async fn sync_once(
     let mut inventory = Inventory::default();
     let mut report = apply::Report::default();
     applier.wait = cfg.wait;
+    applier.ignore.clone_from(&cfg.ignore);
+    applier.force.clone_from(&cfg.force);
     let steps = apply::steps(&manifests)?;
     let last_secrets_step = steps
         .keys()

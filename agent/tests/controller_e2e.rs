@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use lockstep_agent::api::Sync;
 use lockstep_agent::controller::{self, Context};
 use lockstep_agent::source::GitCache;
@@ -58,30 +57,11 @@ async fn a_sync_object_is_reconciled_and_a_bad_commit_stalls_it() {
     let ns = cp.namespace("ctrl").await.unwrap();
 
     // The CRD, as committed.
-    let text =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/sync.yaml")).unwrap();
-    let doc = lockstep_formats::yaml::load_documents(&text).unwrap().remove(0);
-    let crd: CustomResourceDefinition =
-        serde_json::from_value(lockstep_formats::sops::stores::to_json(&doc).unwrap()).unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch(
-        "syncs.lockstep.dev",
-        &PatchParams::apply("lockstep-test").force(),
-        &Patch::Apply(&crd),
+    lockstep_tests::controlplane::apply_crds(
+        &client,
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/sync.yaml"),
     )
-    .await
-    .unwrap();
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        kube::runtime::wait::await_condition(
-            crds,
-            "syncs.lockstep.dev",
-            kube::runtime::wait::conditions::is_crd_established(),
-        ),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    .await;
 
     // A repo with a ConfigMap and a SOPS Secret (real sops), and the age key in a Secret.
     let repo = tempfile::tempdir().unwrap();
@@ -123,6 +103,7 @@ async fn a_sync_object_is_reconciled_and_a_bad_commit_stalls_it() {
         .unwrap();
 
     let metrics = lockstep_agent::metrics::Metrics::new(Default::default());
+    let (drift, drifted) = lockstep_agent::drift::Tracker::new(client.clone(), Some(metrics.clone()));
     let ctx = Arc::new(Context {
         client: client.clone(),
         cache: GitCache::new(tempfile::tempdir().unwrap().keep()),
@@ -133,8 +114,9 @@ async fn a_sync_object_is_reconciled_and_a_bad_commit_stalls_it() {
         }),
         external: None,
         metrics: metrics.clone(),
+        drift,
     });
-    let handle = tokio::spawn(controller::run(ctx));
+    let handle = tokio::spawn(controller::run(ctx, drifted));
 
     let syncs: Api<Sync> = Api::namespaced(client.clone(), &ns);
     let sync: Sync = serde_json::from_value(json!({

@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use lockstep_agent::external::api::{ExternalSecret, SecretStore, StoreStatus as SecretStoreStatus};
 use lockstep_agent::external::{Engine, refresher};
 use lockstep_agent::plan::Inventory;
@@ -99,34 +98,11 @@ async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
 
 /// The ExternalSecret CRDs, as committed, established.
 async fn install_crds(client: &kube::Client) {
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/external-secrets.io.yaml"),
+    lockstep_tests::controlplane::apply_crds(
+        client,
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/external-secrets.io.yaml"),
     )
-    .unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for doc in lockstep_formats::yaml::load_documents(&text).unwrap() {
-        let crd: CustomResourceDefinition =
-            serde_json::from_value(lockstep_formats::sops::stores::to_json(&doc).unwrap()).unwrap();
-        let name = crd.metadata.name.clone().unwrap();
-        crds.patch(
-            &name,
-            &PatchParams::apply("lockstep-test").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap();
-        tokio::time::timeout(
-            Duration::from_secs(30),
-            kube::runtime::wait::await_condition(
-                crds.clone(),
-                &name,
-                kube::runtime::wait::conditions::is_crd_established(),
-            ),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-    }
+    .await;
 }
 
 #[tokio::test]

@@ -574,3 +574,36 @@ fn readyz(kubeconfig: &Path) -> bool {
     .join()
     .unwrap_or(false)
 }
+
+/// Applies every CustomResourceDefinition in a YAML file (server-side, as `lockstep-test`) and
+/// waits until each is established.
+#[allow(clippy::unwrap_used, clippy::panic)]
+pub async fn apply_crds(client: &kube::Client, file: &Path) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Api, Patch, PatchParams};
+    let text = std::fs::read_to_string(file).unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for doc in lockstep_formats::yaml::load_documents(&text).unwrap() {
+        let crd: CustomResourceDefinition =
+            serde_json::from_value(lockstep_formats::sops::stores::to_json(&doc).unwrap()).unwrap();
+        let name = crd.metadata.name.clone().unwrap();
+        crds.patch(
+            &name,
+            &PatchParams::apply("lockstep-test").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            kube::runtime::wait::await_condition(
+                crds.clone(),
+                &name,
+                kube::runtime::wait::conditions::is_crd_established(),
+            ),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    }
+}
