@@ -78,17 +78,7 @@ fn main() {
     eprintln!("starting the control plane ...");
     let cp = ControlPlane::start(&Options::default()).unwrap();
     let kubectl = |args: &[&str]| {
-        let out = Command::new(peer("kubectl"))
-            .arg("--kubeconfig")
-            .arg(cp.kubeconfig())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        cp.kubectl(args);
     };
     std::fs::write(w.join("crd.yaml"), SEALED_CRD).unwrap();
     kubectl(&[

@@ -55,6 +55,35 @@ pub struct Context {
     pub drift: crate::drift::Tracker,
 }
 
+impl Context {
+    /// A context with new metrics (counting `external`'s backend calls) and a new drift
+    /// tracker, and the stream of drift triggers to give [`run`].
+    pub fn new(
+        client: Client,
+        cache: GitCache,
+        namespace: String,
+        keys: crate::sealing::Live,
+        external: Option<crate::external::Engine>,
+    ) -> (
+        Self,
+        impl futures::Stream<Item = ObjectRef<Sync>> + Send + 'static,
+    ) {
+        let calls = external.as_ref().map(|e| e.calls.clone()).unwrap_or_default();
+        let metrics = crate::metrics::Metrics::new(calls);
+        let (drift, drifted) = crate::drift::Tracker::new(client.clone(), Some(metrics.clone()));
+        let ctx = Self {
+            client,
+            cache,
+            namespace,
+            keys,
+            external,
+            metrics,
+            drift,
+        };
+        (ctx, drifted)
+    }
+}
+
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
 const HISTORY: usize = 5;
 

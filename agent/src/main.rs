@@ -143,22 +143,19 @@ async fn main() -> anyhow::Result<()> {
 
     let engine =
         lockstep_agent::external::Engine::new(client.clone(), args.aws_secretsmanager_endpoint.clone());
-    let metrics = lockstep_agent::metrics::Metrics::new(engine.calls.clone());
-    let admin = admin::Admin::new(keys.clone(), args.rate_limit).with_metrics(metrics.clone());
+    let (ctx, drifted) = controller::Context::new(
+        client.clone(),
+        source::GitCache::new(args.git_cache),
+        args.namespace,
+        keys.clone(),
+        Some(engine.clone()),
+    );
+    let admin = admin::Admin::new(keys.clone(), args.rate_limit).with_metrics(ctx.metrics.clone());
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
     let server = tokio::spawn(admin.clone().serve(args.listen, shutdown));
-    let (drift, drifted) = lockstep_agent::drift::Tracker::new(client.clone(), Some(metrics.clone()));
-    let ctx = Arc::new(controller::Context {
-        client: client.clone(),
-        cache: source::GitCache::new(args.git_cache),
-        namespace: args.namespace,
-        keys: keys.clone(),
-        external: Some(engine.clone()),
-        metrics: metrics.clone(),
-        drift,
-    });
+    let ctx = Arc::new(ctx);
     let refreshing = lockstep_agent::external::refresher::run(engine, client.clone());
     let unsealing = async {
         if args.sealed_secrets_controller {

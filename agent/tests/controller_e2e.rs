@@ -102,20 +102,18 @@ async fn a_sync_object_is_reconciled_and_a_bad_commit_stalls_it() {
         .await
         .unwrap();
 
-    let metrics = lockstep_agent::metrics::Metrics::new(Default::default());
-    let (drift, drifted) = lockstep_agent::drift::Tracker::new(client.clone(), Some(metrics.clone()));
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        cache: GitCache::new(tempfile::tempdir().unwrap().keep()),
-        namespace: ns.clone(),
-        keys: lockstep_agent::sealing::fixed(lockstep_agent::sealing::Keys {
+    let (ctx, drifted) = Context::new(
+        client.clone(),
+        GitCache::new(tempfile::tempdir().unwrap().keep()),
+        ns.clone(),
+        lockstep_agent::sealing::fixed(lockstep_agent::sealing::Keys {
             ring: Default::default(),
             newest: None,
         }),
-        external: None,
-        metrics: metrics.clone(),
-        drift,
-    });
+        None,
+    );
+    let metrics = ctx.metrics.clone();
+    let ctx = Arc::new(ctx);
     let handle = tokio::spawn(controller::run(ctx, drifted));
 
     let syncs: Api<Sync> = Api::namespaced(client.clone(), &ns);

@@ -74,20 +74,18 @@ async fn drift_is_healed_within_seconds_and_ignored_fields_are_left_alone() {
     git(r, &["add", "-A"]);
     git(r, &["commit", "-qm", "one"]);
 
-    let metrics = lockstep_agent::metrics::Metrics::new(Default::default());
-    let (drift, drifted) = lockstep_agent::drift::Tracker::new(client.clone(), Some(metrics.clone()));
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        cache: GitCache::new(tempfile::tempdir().unwrap().keep()),
-        namespace: ns.clone(),
-        keys: lockstep_agent::sealing::fixed(lockstep_agent::sealing::Keys {
+    let (ctx, drifted) = Context::new(
+        client.clone(),
+        GitCache::new(tempfile::tempdir().unwrap().keep()),
+        ns.clone(),
+        lockstep_agent::sealing::fixed(lockstep_agent::sealing::Keys {
             ring: Default::default(),
             newest: None,
         }),
-        external: None,
-        metrics: metrics.clone(),
-        drift,
-    });
+        None,
+    );
+    let metrics = ctx.metrics.clone();
+    let ctx = Arc::new(ctx);
     let handle = tokio::spawn(controller::run(ctx, drifted));
     let syncs: Api<Sync> = Api::namespaced(client.clone(), &ns);
     let sync: Sync = serde_json::from_value(json!({
