@@ -53,6 +53,8 @@ pub struct Context {
     pub metrics: crate::metrics::Metrics,
     /// Drift watches over every Sync's inventory.
     pub drift: crate::drift::Tracker,
+    /// Kubernetes Events on Syncs.
+    pub recorder: kube::runtime::events::Recorder,
 }
 
 impl Context {
@@ -71,7 +73,15 @@ impl Context {
         let calls = external.as_ref().map(|e| e.calls.clone()).unwrap_or_default();
         let metrics = crate::metrics::Metrics::new(calls);
         let (drift, drifted) = crate::drift::Tracker::new(client.clone(), Some(metrics.clone()));
+        let recorder = kube::runtime::events::Recorder::new(
+            client.clone(),
+            kube::runtime::events::Reporter {
+                controller: "lockstep-agent".into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        );
         let ctx = Self {
+            recorder,
             client,
             cache,
             namespace,
@@ -324,6 +334,14 @@ async fn reconcile(s: Arc<Sync>, ctx: Arc<Context>) -> Result<Action, Error> {
         api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(|e| Error::Status(e.to_string()))?;
+        if let Some(ev) = event(&result, &drifted)
+            && let Err(e) = ctx
+                .recorder
+                .publish(&ev, &kube::Resource::object_ref(&*s, &()))
+                .await
+        {
+            warn!(error = %e, "publishing an event");
+        }
         match result {
             Ok(out) => {
                 tracing::Span::current().record("revision", out.commit.as_str());
@@ -345,6 +363,52 @@ async fn reconcile(s: Arc<Sync>, ctx: Arc<Context>) -> Result<Action, Error> {
     }
     .instrument(span)
     .await
+}
+
+/// The Event a sync deserves (pure): a new revision applied, drift corrected, or a failure
+/// (the error's message names files and objects, never values); none for a poll that found
+/// nothing to do.
+fn event(
+    result: &Result<sync::Outcome, Error>,
+    drifted: &std::collections::BTreeMap<String, Option<String>>,
+) -> Option<kube::runtime::events::Event> {
+    use kube::runtime::events::{Event, EventType};
+    let (type_, reason, note, action) = match result {
+        Ok(out) if !drifted.is_empty() => {
+            let n = corrections(drifted, &out.report.versions);
+            if n == 0 {
+                return None;
+            }
+            (
+                EventType::Normal,
+                "DriftCorrected",
+                format!("{n} object(s) put back"),
+                "Heal",
+            )
+        }
+        Ok(out) if out.skipped || (out.report.applied.is_empty() && out.pruned.is_empty()) => return None,
+        Ok(out) => (
+            EventType::Normal,
+            "Synced",
+            format!(
+                "{}@sha1:{}: {} applied, {} unchanged, {} pruned",
+                out.reference,
+                out.commit,
+                out.report.applied.len(),
+                out.report.unchanged,
+                out.pruned.len()
+            ),
+            "Sync",
+        ),
+        Err(e) => (EventType::Warning, reason(e), e.to_string(), "Sync"),
+    };
+    Some(Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: action.into(),
+        secondary: None,
+    })
 }
 
 /// How many drifted objects a forced apply actually changed back (pure): written with a

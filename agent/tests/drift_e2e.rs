@@ -2,7 +2,8 @@
 //! `kubectl scale` and a `kubectl delete` of synced objects are put back within seconds (not at
 //! the next poll: the interval is an hour), each counted once in the metrics; a Deployment whose
 //! `spec.replicas` an ignore rule leaves to another manager (an HPA, here `kubectl scale`) keeps
-//! the scaled value with no correction counted; with `selfHeal: false` an edit stays.
+//! the scaled value with no correction counted; with `selfHeal: false` an edit stays. The Sync
+//! gets `Synced` and `DriftCorrected` Events.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -161,6 +162,21 @@ async fn drift_is_healed_within_seconds_and_ignored_fields_are_left_alone() {
         eprintln!("drift: {what} put back in {:.2} s", took.as_secs_f64());
         assert!(*took < Duration::from_secs(5), "{what}: {took:?}");
     }
+
+    // Events on the Sync: the first sync, and the corrections.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
+    let reasons = eventually(10, "the Sync's events", || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        let reasons: Vec<String> = list
+            .items
+            .iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("app"))
+            .filter_map(|e| e.reason.clone())
+            .collect();
+        reasons.iter().any(|r| r == "DriftCorrected").then_some(reasons)
+    })
+    .await;
+    assert!(reasons.iter().any(|r| r == "Synced"), "{reasons:?}");
 
     // An ignored field: kubectl scale (as an HPA would) stays, and no correction is counted.
     let counted = |text: &str| {
