@@ -327,6 +327,9 @@ async fn reconcile(s: Arc<Sync>, ctx: Arc<Context>) -> Result<Action, Error> {
                 .track(&owner, &out.inventory, s.spec.self_heal != Some(false))
                 .await;
         }
+        if result.is_err() && !drifted.is_empty() {
+            ctx.drift.give_back(&owner, drifted.clone());
+        }
         observe(&ctx.metrics, &ns, &name, &result, started.elapsed());
         let api: Api<Sync> = Api::namespaced(ctx.client.clone(), &ns);
         let new = next_status(&s, status, &result);

@@ -150,6 +150,15 @@ impl Tracker {
         }
     }
 
+    /// Puts back drift that a failed sync did not correct, so the retry forces it again.
+    pub fn give_back(&self, owner: &str, drifted: BTreeMap<String, Option<String>>) {
+        if let Some(t) = self.lock().syncs.get_mut(owner) {
+            for (k, v) in drifted {
+                t.drifted.entry(k).or_insert(v);
+            }
+        }
+    }
+
     async fn watch(self, ar: kube::discovery::ApiResource) {
         let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(self.client.clone(), &ar);
         let cfg = watcher::Config::default().labels(OWNER_LABEL);
