@@ -2,7 +2,8 @@
 //! (`lockstep.dev/sync-wave`, or Argo CD's `argocd.argoproj.io/sync-wave`; default 0, negative
 //! first), with field manager `lockstep`, conflicts forced and bounded concurrency; CRDs are
 //! waited for between steps, and with `wait` each wave's objects must be healthy
-//! ([`crate::health`]) before the next is applied; unchanged objects are not written. Pruning deletes only what still carries this Sync's label and is
+//! ([`crate::health`]) before the next is applied; unchanged objects are not written. Pruning
+//! deletes only what still carries this Sync's label and is
 //! not annotated `lockstep.dev/prune: disabled`.
 
 use std::collections::BTreeMap;
@@ -245,14 +246,16 @@ impl Applier {
         report: &mut Report,
     ) -> Result<(), Error> {
         let mut work = Vec::new();
-        let mut all = Vec::new();
+        let mut waited = Vec::new();
         for m in items.iter().copied() {
             let (ar, caps, o) = self.prepare(m)?;
             let id = ObjectId::of(&o).ok_or_else(|| Error::Kube {
                 what: m.origin.clone(),
                 message: "no id".into(),
             })?;
-            all.push((ar.clone(), caps.scope.clone(), id.clone()));
+            if self.wait.is_some() {
+                waited.push((ar.clone(), caps.scope.clone(), id.clone()));
+            }
             let h = match &m.source_digest {
                 Some(d) => plan::secret_hash(&o, d),
                 None if m.secret => {
@@ -311,7 +314,7 @@ impl Applier {
             self.wait_for_crds(&crds).await?;
         }
         if let Some(timeout) = self.wait {
-            self.wait_healthy(stage, wave, &all, timeout).await?;
+            self.wait_healthy(stage, wave, &waited, timeout).await?;
         }
         Ok(())
     }

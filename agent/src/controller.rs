@@ -311,8 +311,10 @@ async fn reconcile(s: Arc<Sync>, ctx: Arc<Context>) -> Result<Action, Error> {
         let status = s.status.clone().unwrap_or_default();
         let started = std::time::Instant::now();
         let result = run_sync(&s, &ctx, &ns, &status, drifted.keys().cloned().collect()).await;
+        let corrected = result
+            .as_ref()
+            .map_or(0, |out| corrections(&drifted, &out.report.versions));
         if let Ok(out) = &result {
-            let corrected = corrections(&drifted, &out.report.versions);
             if corrected > 0 {
                 info!(corrected, "drift corrected");
                 ctx.metrics
@@ -337,7 +339,7 @@ async fn reconcile(s: Arc<Sync>, ctx: Arc<Context>) -> Result<Action, Error> {
         api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(|e| Error::Status(e.to_string()))?;
-        if let Some(ev) = event(&result, &drifted)
+        if let Some(ev) = event(&result, !drifted.is_empty(), corrected)
             && let Err(e) = ctx
                 .recorder
                 .publish(&ev, &kube::Resource::object_ref(&*s, &()))
@@ -368,27 +370,23 @@ async fn reconcile(s: Arc<Sync>, ctx: Arc<Context>) -> Result<Action, Error> {
     .await
 }
 
-/// The Event a sync deserves (pure): a new revision applied, drift corrected, or a failure
-/// (the error's message names files and objects, never values); none for a poll that found
-/// nothing to do.
+/// The Event a sync deserves (pure): a new revision applied, drift corrected (`corrected` of
+/// the objects a heal forced), or a failure (the error's message names files and objects, never
+/// values); none for a poll or a heal that changed nothing.
 fn event(
     result: &Result<sync::Outcome, Error>,
-    drifted: &std::collections::BTreeMap<String, Option<String>>,
+    healing: bool,
+    corrected: usize,
 ) -> Option<kube::runtime::events::Event> {
     use kube::runtime::events::{Event, EventType};
     let (type_, reason, note, action) = match result {
-        Ok(out) if !drifted.is_empty() => {
-            let n = corrections(drifted, &out.report.versions);
-            if n == 0 {
-                return None;
-            }
-            (
-                EventType::Normal,
-                "DriftCorrected",
-                format!("{n} object(s) put back"),
-                "Heal",
-            )
-        }
+        Ok(_) if healing && corrected == 0 => return None,
+        Ok(_) if healing => (
+            EventType::Normal,
+            "DriftCorrected",
+            format!("{corrected} object(s) put back"),
+            "Heal",
+        ),
         Ok(out) if out.skipped || (out.report.applied.is_empty() && out.pruned.is_empty()) => return None,
         Ok(out) => (
             EventType::Normal,
@@ -445,14 +443,7 @@ fn observe(
     };
     match result {
         Ok(out) => {
-            m.sync_done(
-                ns,
-                name,
-                true,
-                out.duration,
-                out.report.applied.len(),
-                out.pruned.len(),
-            );
+            m.sync_done(ns, name, true, took, out.report.applied.len(), out.pruned.len());
             m.ready.get_or_create(&labels).set(1);
         }
         Err(e) => {
