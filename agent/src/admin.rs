@@ -4,11 +4,12 @@
 //! | path | what |
 //! |---|---|
 //! | `GET /healthz` | `ok` while the process runs |
-//! | `GET /readyz` | 200 once the keys are loaded and the controllers started |
+//! | `GET /readyz` | 200 once every watch has listed ([`Readiness`]); 503 naming those that have not, and while shutting down |
 //! | `GET /metrics` | Prometheus metrics (OpenMetrics text), see [`crate::metrics`] |
 //! | `GET /v1/cert.pem` | the newest sealing certificate (`application/x-pem-file`) |
 //! | `POST /v1/verify` | a SealedSecret (JSON or YAML): 200 if every value opens, 409 if not |
 //! | `POST /v1/rotate` | a SealedSecret: the same object re-encrypted with the newest key |
+//! | `POST /hook/{github,gitlab,generic}` | a signed push: the Syncs of that repository sync now ([`crate::webhook`]) |
 //!
 //! There is no authentication here, as in sealed-secrets: access goes through the API server's
 //! service proxy and RBAC (`services/proxy`). `verify` and `rotate` cost RSA private operations,
@@ -16,14 +17,15 @@
 //! crafted `template.data`; `rotate` keeps the scope the object's own annotations claim).
 //! Responses never contain a secret value.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -47,14 +49,76 @@ pub enum Error {
     },
 }
 
+/// What `/readyz` waits for: named gates, each opened once (a watch's first list, the keys
+/// loaded). Cheap to clone; every clone sees the same gates.
+#[derive(Clone, Debug, Default)]
+pub struct Readiness {
+    gates: Arc<Mutex<BTreeMap<String, bool>>>,
+    stopping: Arc<AtomicBool>,
+}
+
+/// A closed gate of [`Readiness`]; [`Gate::open`] opens it.
+#[derive(Debug)]
+pub struct Gate {
+    name: String,
+    of: Readiness,
+}
+
+impl Readiness {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, bool>> {
+        self.gates.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers a closed gate named `name` (`/readyz` says what it waits for by name).
+    pub fn gate(&self, name: impl Into<String>) -> Gate {
+        let name = name.into();
+        self.lock().insert(name.clone(), false);
+        Gate {
+            name,
+            of: self.clone(),
+        }
+    }
+
+    /// The gates not yet open.
+    pub fn pending(&self) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|(_, open)| !**open)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Marks the process as shutting down: not ready from now on.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether every gate is open and the process is not shutting down.
+    pub fn is_ready(&self) -> bool {
+        !self.stopping.load(Ordering::Relaxed) && self.pending().is_empty()
+    }
+}
+
+impl Gate {
+    /// Opens the gate.
+    pub fn open(self) {
+        tracing::debug!(gate = %self.name, "ready");
+        self.of.lock().insert(self.name, true);
+    }
+}
+
 /// Shared state of the endpoints.
 #[derive(Clone)]
 pub struct Admin {
     keys: Live,
-    ready: Arc<AtomicBool>,
+    ready: Readiness,
     limiter: Arc<DefaultDirectRateLimiter>,
     metrics: Option<crate::metrics::Metrics>,
+    webhook: Option<crate::webhook::Receiver>,
 }
+
+/// The largest webhook body accepted (GitHub caps payloads at 25 MB; pushes are far smaller).
+const WEBHOOK_BODY_LIMIT: usize = 25 * 1024 * 1024;
 
 impl Admin {
     /// Endpoints serving `keys`, allowing `per_second` verify/rotate requests (burst twice that).
@@ -63,10 +127,23 @@ impl Admin {
         let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
         Self {
             keys,
-            ready: Arc::new(AtomicBool::new(false)),
+            ready: Readiness::default(),
             limiter: Arc::new(RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))),
             metrics: None,
+            webhook: None,
         }
+    }
+
+    /// Also receives webhooks on `/hook/{provider}`.
+    #[must_use]
+    pub fn with_webhook(mut self, receiver: crate::webhook::Receiver) -> Self {
+        self.webhook = Some(receiver);
+        self
+    }
+
+    /// The readiness gates `/readyz` reports.
+    pub fn readiness(&self) -> &Readiness {
+        &self.ready
     }
 
     /// Also serves `metrics` on `/metrics`.
@@ -74,11 +151,6 @@ impl Admin {
     pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
         self.metrics = Some(metrics);
         self
-    }
-
-    /// Marks the agent ready (`/readyz` answers 200 from now on).
-    pub fn set_ready(&self) {
-        self.ready.store(true, Ordering::Relaxed);
     }
 
     /// The routes.
@@ -90,6 +162,10 @@ impl Admin {
             .route("/v1/cert.pem", get(cert))
             .route("/v1/verify", post(verify))
             .route("/v1/rotate", post(rotate))
+            .route(
+                "/hook/{provider}",
+                post(hook).layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)),
+            )
             .with_state(self.clone())
     }
 
@@ -102,7 +178,7 @@ impl Admin {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| Error::Serve { addr, source })?;
-        tracing::info!(%addr, "serving /healthz, /readyz, /v1/cert.pem, /v1/verify, /v1/rotate");
+        tracing::info!(%addr, "serving /healthz, /readyz, /metrics, /v1/cert.pem, /v1/verify, /v1/rotate, /hook/*");
         axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)
             .await
@@ -125,10 +201,67 @@ async fn metrics(State(a): State<Admin>) -> Response {
 }
 
 async fn readyz(State(a): State<Admin>) -> Response {
-    if a.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ok\n").into_response()
+    if a.ready.is_ready() {
+        return (StatusCode::OK, "ok\n").into_response();
+    }
+    let pending = a.ready.pending();
+    let why = if a.ready.stopping.load(Ordering::Relaxed) {
+        "shutting down\n".to_owned()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+        format!("waiting for: {}\n", pending.join(", "))
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, why).into_response()
+}
+
+async fn hook(
+    State(a): State<Admin>,
+    Path(provider): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    use crate::webhook::{Error, Handled, Provider, Refused};
+    let Some(p) = Provider::from_path(&provider) else {
+        return (
+            StatusCode::NOT_FOUND,
+            "unknown webhook provider (github, gitlab, generic)\n",
+        )
+            .into_response();
+    };
+    let Some(receiver) = &a.webhook else {
+        return (
+            StatusCode::NOT_FOUND,
+            "webhooks are not configured (--webhook-secret)\n",
+        )
+            .into_response();
+    };
+    let out = receiver.handle(p, &headers, &body).await;
+    let result = match &out {
+        Ok(Handled::Triggered(_)) => "triggered",
+        Ok(Handled::Ignored(_)) => "ignored",
+        Err(Error::Refused(Refused::Unauthorized(_))) => "unauthorized",
+        Err(Error::Refused(_)) => "refused",
+        Err(_) => "failed",
+    };
+    if let Some(m) = &a.metrics {
+        m.webhook(p.as_str(), result);
+    }
+    match out {
+        Ok(Handled::Triggered(syncs)) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::json!({ "triggered": syncs }).to_string() + "\n",
+        )
+            .into_response(),
+        Ok(Handled::Ignored(why)) => (StatusCode::OK, format!("{why}\n")).into_response(),
+        Err(Error::Refused(r)) => {
+            let code = match r {
+                Refused::NotConfigured(_) => StatusCode::NOT_FOUND,
+                Refused::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            (code, format!("{r}\n")).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
 }
 

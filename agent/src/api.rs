@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
     status = "SyncStatus",
     shortname = "lsync",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Healthy","type":"string","jsonPath":".status.conditions[?(@.type==\"Healthy\")].status"}"#,
     printcolumn = r#"{"name":"Revision","type":"string","jsonPath":".status.lastAppliedRevision"}"#,
     printcolumn = r#"{"name":"Message","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -61,6 +62,20 @@ pub struct SyncSpec {
     /// so Lockstep neither owns nor reverts them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignore: Vec<IgnoreRule>,
+    /// Syncs that must be `Ready` and `Healthy` (for their current generation) before this one
+    /// is applied; re-checked as soon as one of them changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<DependencyRef>,
+}
+
+/// Another Sync this one waits for.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DependencyRef {
+    /// Its name.
+    pub name: String,
+    /// Its namespace (default: this Sync's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 /// Retry backoff after a failed sync: `duration × factor^(failures − 1)`, at most `maxDuration`.
@@ -224,7 +239,9 @@ pub struct SyncStatus {
     /// The value of the `lockstep.dev/reconcile-requested-at` annotation last handled.
     #[serde(default)]
     pub last_handled_reconcile_at: Option<String>,
-    /// `Ready`, `Reconciling`, `Stalled`.
+    /// `Ready`, `Reconciling`, `Stalled`, and `Healthy` (the kstatus health of the inventory
+    /// after the last sync: `True`, `False` when an object failed, `Unknown` while one is in
+    /// progress).
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// `branch@sha1:<commit>` last applied completely.
@@ -253,7 +270,7 @@ fn is_zero(n: &u32) -> bool {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
-    /// `Ready`, `Reconciling` or `Stalled`.
+    /// Its type (a Sync has `Ready`, `Reconciling`, `Stalled` and `Healthy`).
     #[serde(rename = "type")]
     pub type_: String,
     /// `True`, `False` or `Unknown`.

@@ -61,6 +61,17 @@ pub enum Error {
         /// Each object not `Current`, with its status and why.
         objects: String,
     },
+    /// A health wait was cut short (a new revision, a changed spec, a shutdown); later waves
+    /// were not applied and nothing was pruned.
+    #[error("waiting for wave {wave} of the {stage:?} stage was canceled: {reason}")]
+    Canceled {
+        /// The stage.
+        stage: Stage,
+        /// The wave.
+        wave: i64,
+        /// Why.
+        reason: String,
+    },
     /// ExternalSecrets failed that workloads of this sync mount (nothing later was applied).
     #[error("{0}")]
     External(String),
@@ -151,7 +162,13 @@ pub struct Applier {
     pub ignore: Vec<crate::api::IgnoreRule>,
     /// Keys of objects to apply even when their desired state did not change (drift).
     pub force: std::collections::BTreeSet<String>,
+    /// Cuts health waits short when it holds a reason.
+    pub interrupt: Option<Interrupt>,
 }
+
+/// Cuts a health wait short: holds `Some(reason)` once a new revision, a changed spec or a
+/// shutdown makes the wait pointless.
+pub type Interrupt = tokio::sync::watch::Receiver<Option<String>>;
 
 impl Applier {
     /// An applier labelling objects with `owner` (the Sync's `namespace.name`).
@@ -172,6 +189,7 @@ impl Applier {
             wait: None,
             ignore: Vec::new(),
             force: Default::default(),
+            interrupt: None,
         })
     }
 
@@ -319,8 +337,9 @@ impl Applier {
         Ok(())
     }
 
-    /// Polls the objects until all are `Current`; fails at once when one has `Failed`, or at
-    /// the timeout, naming each object that is not `Current`.
+    /// Polls the objects until all are `Current`; fails at once when one has `Failed`, at the
+    /// timeout, or when [`Applier::interrupt`] fires (a new revision must not wait behind an old
+    /// one's rollout), naming each object that is not `Current`.
     async fn wait_healthy(
         &self,
         stage: Stage,
@@ -328,47 +347,39 @@ impl Applier {
         objects: &[(ApiResource, Scope, ObjectId)],
         timeout: Duration,
     ) -> Result<(), Error> {
-        use crate::health::{self, Status};
+        use crate::health::Status;
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut interrupt = self.interrupt.clone();
         loop {
-            let mut pending = Vec::new();
-            let mut failed = false;
-            for (ar, scope, id) in objects {
-                // A Secret is always Current (kstatus), and its data is not read back.
-                if id.kind == "Secret" && id.api_version == "v1" {
-                    continue;
-                }
-                let api: Api<DynamicObject> = match scope {
-                    Scope::Namespaced => Api::namespaced_with(self.client.clone(), &id.namespace, ar),
-                    Scope::Cluster => Api::all_with(self.client.clone(), ar),
-                };
-                let h = match api
-                    .get_opt(&id.name)
-                    .await
-                    .map_err(kube_err(format!("reading {id}")))?
-                {
-                    None => health::Health {
-                        status: Status::NotFound,
-                        message: "not found".into(),
-                    },
-                    Some(o) => health::of(&serde_json::to_value(&o).unwrap_or_default()),
-                };
-                if h.status != Status::Current {
-                    failed |= h.status == Status::Failed;
-                    pending.push(format!("{id} {} ({})", h.status.as_str(), h.message));
-                }
-            }
+            let all = health_of(&self.client, &self.owner, objects).await?;
+            let pending: Vec<_> = all.iter().filter(|(_, h)| h.status != Status::Current).collect();
             if pending.is_empty() {
                 return Ok(());
             }
+            let failed = pending.iter().any(|(_, h)| h.status == Status::Failed);
             if failed || tokio::time::Instant::now() >= deadline {
                 return Err(Error::Unhealthy {
                     stage,
                     wave,
-                    objects: pending.join("; "),
+                    objects: crate::health::describe(pending.iter().map(|(id, h)| (id, h))),
                 });
             }
-            tokio::time::sleep(HEALTH_POLL).await;
+            let cut = async {
+                match interrupt.as_mut() {
+                    Some(rx) => rx
+                        .wait_for(Option::is_some)
+                        .await
+                        .map(|r| r.clone().unwrap_or_default())
+                        .ok(),
+                    None => None,
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(HEALTH_POLL) => {}
+                Some(reason) = cut => {
+                    return Err(Error::Canceled { stage, wave, reason });
+                }
+            }
         }
     }
 
@@ -437,4 +448,135 @@ impl Applier {
         }
         Ok(deleted)
     }
+}
+
+/// Whether kstatus counts an object `Current` whatever its state, so it is never read back:
+/// Secrets (whose data Lockstep never reads back), ConfigMaps, CronJobs.
+fn always_current(id: &ObjectId) -> bool {
+    matches!(
+        (id.api_version.as_str(), id.kind.as_str()),
+        ("v1", "Secret" | "ConfigMap") | ("batch/v1", "CronJob")
+    )
+}
+
+/// Above this many objects of one kind, their health is read with one LIST (by the Sync's
+/// label) instead of a GET each.
+const LIST_ABOVE: usize = 4;
+
+/// The live health of `objects` ([`crate::health::of`]), reading each kind once: a GET per
+/// object for a few, else one LIST of the kind's objects labelled for `owner`. A missing
+/// object is `NotFound`.
+pub async fn health_of(
+    client: &kube::Client,
+    owner: &str,
+    objects: &[(ApiResource, Scope, ObjectId)],
+) -> Result<Vec<(ObjectId, crate::health::Health)>, Error> {
+    use crate::health::{self, Health, Status};
+    let mut by_kind: BTreeMap<String, Vec<&(ApiResource, Scope, ObjectId)>> = BTreeMap::new();
+    for o in objects.iter().filter(|(_, _, id)| !always_current(id)) {
+        by_kind
+            .entry(format!("{}/{}", o.0.api_version, o.0.kind))
+            .or_default()
+            .push(o);
+    }
+    let mut out: Vec<(ObjectId, Health)> = objects
+        .iter()
+        .filter(|(_, _, id)| always_current(id))
+        .map(|(_, _, id)| {
+            (
+                id.clone(),
+                Health {
+                    status: Status::Current,
+                    message: "resource is current".into(),
+                },
+            )
+        })
+        .collect();
+    let missing = || Health {
+        status: Status::NotFound,
+        message: "not found".into(),
+    };
+    let health = |o: &DynamicObject| health::of(&serde_json::to_value(o).unwrap_or_default());
+    for group in by_kind.values() {
+        let Some((ar, _, _)) = group.first() else {
+            continue;
+        };
+        if group.len() <= LIST_ABOVE {
+            for (ar, scope, id) in group.iter().copied() {
+                let api: Api<DynamicObject> = match scope {
+                    Scope::Namespaced => Api::namespaced_with(client.clone(), &id.namespace, ar),
+                    Scope::Cluster => Api::all_with(client.clone(), ar),
+                };
+                let live = api
+                    .get_opt(&id.name)
+                    .await
+                    .map_err(kube_err(format!("reading {id}")))?;
+                out.push((id.clone(), live.as_ref().map_or_else(missing, health)));
+            }
+        } else {
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), ar);
+            let lp = kube::api::ListParams::default().labels(&format!("{OWNER_LABEL}={owner}"));
+            let live: BTreeMap<(String, String), DynamicObject> = api
+                .list(&lp)
+                .await
+                .map_err(kube_err(format!("listing {} {}", ar.api_version, ar.kind)))?
+                .items
+                .into_iter()
+                .map(|o| {
+                    let k = (
+                        o.metadata.namespace.clone().unwrap_or_default(),
+                        o.metadata.name.clone().unwrap_or_default(),
+                    );
+                    (k, o)
+                })
+                .collect();
+            for (_, _, id) in group.iter().copied() {
+                let h = live
+                    .get(&(id.namespace.clone(), id.name.clone()))
+                    .map_or_else(missing, health);
+                out.push((id.clone(), h));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The live health of a whole inventory ([`health_of`]), each kind resolved by one discovery
+/// request; a kind the cluster no longer serves makes its objects `NotFound`.
+pub async fn inventory_health(
+    client: &kube::Client,
+    owner: &str,
+    inventory: &Inventory,
+) -> Result<Vec<(ObjectId, crate::health::Health)>, Error> {
+    let mut kinds: BTreeMap<String, Option<(ApiResource, Scope)>> = BTreeMap::new();
+    let mut objects = Vec::new();
+    let mut gone = Vec::new();
+    for (id, _) in inventory.entries.values() {
+        let k = format!("{}/{}", id.api_version, id.kind);
+        if !kinds.contains_key(&k) {
+            let (group, version) = id.api_version.rsplit_once('/').unwrap_or(("", &id.api_version));
+            let gvk = GroupVersionKind::gvk(group, version, &id.kind);
+            let resolved = match kube::discovery::pinned_kind(client, &gvk).await {
+                Ok((ar, caps)) => Some((ar, caps.scope)),
+                Err(kube::Error::Api(s)) if s.code == 404 => None,
+                Err(e) => return Err(kube_err(format!("discovering {k}"))(e)),
+            };
+            kinds.insert(k.clone(), resolved);
+        }
+        match kinds.get(&k).and_then(Option::as_ref) {
+            Some((ar, scope)) => objects.push((ar.clone(), scope.clone(), id.clone())),
+            None => gone.push(id.clone()),
+        }
+    }
+    let mut out = health_of(client, owner, &objects).await?;
+    out.extend(gone.into_iter().map(|id| {
+        (
+            id,
+            crate::health::Health {
+                status: crate::health::Status::NotFound,
+                message: "its kind is no longer served".into(),
+            },
+        )
+    }));
+    Ok(out)
 }

@@ -1,14 +1,16 @@
 //! The Sync controller: one reconcile runs one sync and writes kstatus conditions, revisions,
 //! inventory and history; failures requeue with backoff and never prune.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::WatchStreamExt as _;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
@@ -55,6 +57,53 @@ pub struct Context {
     pub drift: crate::drift::Tracker,
     /// Kubernetes Events on Syncs.
     pub recorder: kube::runtime::events::Recorder,
+    /// Reconciles in progress, by `namespace/name`: what each started from, and how to cut its
+    /// health waits short.
+    inflight: std::sync::Mutex<HashMap<String, InFlight>>,
+    /// The controller's cache of Syncs (for `dependsOn`), set by [`run`].
+    syncs: std::sync::OnceLock<Store<Sync>>,
+}
+
+/// A reconcile in progress.
+struct InFlight {
+    generation: Option<i64>,
+    requested: Option<String>,
+    cut: tokio::sync::watch::Sender<Option<String>>,
+}
+
+impl Context {
+    fn inflight(&self) -> std::sync::MutexGuard<'_, HashMap<String, InFlight>> {
+        self.inflight.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Cuts short the health wait of `s`'s reconcile in progress when `s` now asks for
+    /// something else: a new generation of its spec, or a new reconcile request.
+    fn interrupt_if_changed(&self, s: &Sync) {
+        let key = format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any());
+        let inflight = self.inflight();
+        let Some(f) = inflight.get(&key) else {
+            return;
+        };
+        let requested = s.annotations().get(RECONCILE_ANNOTATION);
+        let reason = if f.generation != s.metadata.generation {
+            format!(
+                "the Sync's spec changed (generation {})",
+                s.metadata.generation.unwrap_or_default()
+            )
+        } else if f.requested.as_ref() != requested {
+            "a reconcile was requested".to_owned()
+        } else {
+            return;
+        };
+        f.cut.send_replace(Some(reason));
+    }
+
+    /// Cuts short every health wait in progress (shutdown).
+    pub fn interrupt_all(&self, reason: &str) {
+        for f in self.inflight().values() {
+            f.cut.send_replace(Some(reason.to_owned()));
+        }
+    }
 }
 
 impl Context {
@@ -81,6 +130,8 @@ impl Context {
             },
         );
         let ctx = Self {
+            inflight: Default::default(),
+            syncs: Default::default(),
             recorder,
             client,
             cache,
@@ -146,6 +197,16 @@ pub fn due(s: &Sync, now: i64, interval: Duration) -> Option<Duration> {
     if s.annotations().get(RECONCILE_ANNOTATION) != st.last_handled_reconcile_at.as_ref() {
         return None;
     }
+    // The last attempt waited for dependencies, or had its wait cut short: go on now.
+    if st.conditions.iter().any(|c| {
+        c.type_ == "Ready"
+            && matches!(
+                c.reason.as_str(),
+                "DependencyNotReady" | "DependencyCycle" | "HealthCheckCanceled"
+            )
+    }) {
+        return None;
+    }
     let last = st.history.first()?;
     let at = time::OffsetDateTime::parse(&last.time, &time::format_description::well_known::Rfc3339)
         .ok()?
@@ -159,23 +220,90 @@ pub fn due(s: &Sync, now: i64, interval: Duration) -> Option<Duration> {
     (next > now).then(|| Duration::from_secs(u64::try_from(next - now).unwrap_or(0)))
 }
 
-/// Runs the controller until the stream ends (shutdown signal).
+/// Runs the controller until SIGINT ([`run_until`]).
 pub async fn run(ctx: Arc<Context>, drifted: impl futures::Stream<Item = ObjectRef<Sync>> + Send + 'static) {
+    run_until(
+        ctx,
+        drifted,
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        },
+        None,
+    )
+    .await;
+}
+
+/// Runs the controller until `shutdown` completes: then health waits in progress are cut
+/// short, the reconciles in progress finish (writing their status), and it returns. `ready`
+/// opens once the Syncs are listed and the drift watches over their inventories have listed.
+pub async fn run_until(
+    ctx: Arc<Context>,
+    drifted: impl futures::Stream<Item = ObjectRef<Sync>> + Send + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Send + std::marker::Sync + 'static,
+    ready: Option<crate::admin::Gate>,
+) {
     let syncs: Api<Sync> = Api::all(ctx.client.clone());
-    // A deleted Sync's series go (labels stay bounded by the Syncs that exist).
-    let (metrics, drift) = (ctx.metrics.clone(), ctx.drift.clone());
-    let forget = watcher::watcher(syncs.clone(), watcher::Config::default()).for_each(move |e| {
-        if let Ok(watcher::Event::Delete(s)) = e {
-            let ns = s.namespace().unwrap_or_default();
-            metrics.forget(&ns, &s.name_any());
-            drift.forget(&format!("{ns}.{}", s.name_any()));
-        }
-        std::future::ready(())
-    });
-    let forgetting = tokio::spawn(forget);
-    Controller::new(syncs, watcher::Config::default())
+    let controller = Controller::new(syncs.clone(), watcher::Config::default());
+    let store = controller.store();
+    let _ = ctx.syncs.set(store.clone());
+    // Drift is watched from the start (what drifted while the agent was down included), not
+    // from each Sync's first reconcile.
+    let seed = {
+        let (store, drift) = (store.clone(), ctx.drift.clone());
+        tokio::spawn(async move {
+            if store.wait_until_ready().await.is_err() {
+                return;
+            }
+            for s in store.state() {
+                let Some(st) = &s.status else { continue };
+                let owner = format!("{}.{}", s.namespace().unwrap_or_default(), s.name_any());
+                drift
+                    .track(&owner, &inventory_of(st), s.spec.self_heal != Some(false))
+                    .await;
+            }
+            drift.wait_listed().await;
+            if let Some(g) = ready {
+                g.open();
+            }
+        })
+    };
+    // A second watch of Syncs, for what the controller's own does not do: a deleted Sync's
+    // series and drift watches go (labels stay bounded by the Syncs that exist); a change to a
+    // Sync cuts short a wait of its reconcile in progress; a change to a Sync triggers the
+    // Syncs that depend on it.
+    let (dependents_tx, dependents_rx) = tokio::sync::mpsc::unbounded_channel();
+    let side_ctx = ctx.clone();
+    let side = watcher::watcher(syncs, watcher::Config::default())
+        .default_backoff()
+        .for_each(move |e| {
+            match e {
+                Ok(watcher::Event::Delete(s)) => {
+                    let ns = s.namespace().unwrap_or_default();
+                    side_ctx.metrics.forget(&ns, &s.name_any());
+                    side_ctx.drift.forget(&format!("{ns}.{}", s.name_any()));
+                }
+                Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
+                    side_ctx.interrupt_if_changed(&s);
+                    for d in dependents(&store.state(), &s) {
+                        let _ = dependents_tx.send(d);
+                    }
+                }
+                _ => {}
+            }
+            std::future::ready(())
+        });
+    let side = tokio::spawn(side);
+    let stop_ctx = ctx.clone();
+    let stopping = async move {
+        shutdown.await;
+        info!("shutting down: finishing the reconciles in progress");
+        stop_ctx.interrupt_all("the agent is shutting down");
+    };
+    let mut dependents_rx = dependents_rx;
+    controller
         .reconcile_on(drifted)
-        .shutdown_on_signal()
+        .reconcile_on(futures::stream::poll_fn(move |cx| dependents_rx.poll_recv(cx)))
+        .graceful_shutdown_on(stopping)
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {
             match r {
@@ -184,13 +312,130 @@ pub async fn run(ctx: Arc<Context>, drifted: impl futures::Stream<Item = ObjectR
             }
         })
         .await;
-    forgetting.abort();
+    side.abort();
+    seed.abort();
 }
 
-fn error_policy(s: Arc<Sync>, _e: &Error, _ctx: Arc<Context>) -> Action {
+fn error_policy(s: Arc<Sync>, e: &Error, _ctx: Arc<Context>) -> Action {
+    // A wait cut short by a newer revision or spec: go on with it at once.
+    if is_canceled(e) {
+        return Action::requeue(Duration::ZERO);
+    }
     // The status read before this failure counts the earlier ones.
     let failures = s.status.as_ref().map_or(0, |st| st.failures);
     Action::requeue(retry_delay(&s, failures.saturating_add(1)))
+}
+
+fn is_canceled(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Sync(sync::Error::Apply(crate::apply::Error::Canceled { .. }))
+    )
+}
+
+/// The Syncs in `all` that depend on `s` (pure).
+pub fn dependents(all: &[Arc<Sync>], s: &Sync) -> Vec<ObjectRef<Sync>> {
+    let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
+    all.iter()
+        .filter(|d| {
+            let own = d.namespace().unwrap_or_default();
+            d.spec
+                .depends_on
+                .iter()
+                .any(|r| r.name == name && r.namespace.as_deref().unwrap_or(&own) == ns)
+        })
+        .map(|d| ObjectRef::from_obj(&**d))
+        .collect()
+}
+
+/// Why a Sync may not be applied yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Blocked {
+    /// A dependency is missing, not reconciled at its generation, not `Ready` or not `Healthy`.
+    Waiting(String),
+    /// The dependencies form a cycle through this Sync (it can never run).
+    Cycle(String),
+}
+
+/// `(namespace, name)` of a Sync.
+type SyncKey = (String, String);
+
+/// Whether `s`'s dependencies let it be applied now (pure, over `lookup(namespace, name)`).
+pub fn blocked(s: &Sync, lookup: &dyn Fn(&str, &str) -> Option<Arc<Sync>>) -> Option<Blocked> {
+    let ns = s.namespace().unwrap_or_default();
+    let key = |d: &crate::api::DependencyRef, own: &str| {
+        (
+            d.namespace.clone().unwrap_or_else(|| own.to_owned()),
+            d.name.clone(),
+        )
+    };
+    // Depth-first from `s`: a path back to `s` is a cycle.
+    let me = (ns.clone(), s.name_any());
+    let mut stack: Vec<(Vec<SyncKey>, SyncKey)> = s
+        .spec
+        .depends_on
+        .iter()
+        .map(|d| (vec![me.clone()], key(d, &ns)))
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some((path, next)) = stack.pop() {
+        if next == me {
+            let names: Vec<String> = path
+                .iter()
+                .chain(std::iter::once(&me))
+                .map(|(n, m)| format!("{n}/{m}"))
+                .collect();
+            return Some(Blocked::Cycle(format!(
+                "spec.dependsOn: the dependencies form a cycle: {}",
+                names.join(" → ")
+            )));
+        }
+        if !seen.insert(next.clone()) {
+            continue;
+        }
+        if let Some(d) = lookup(&next.0, &next.1) {
+            let own = d.namespace().unwrap_or_default();
+            let mut p = path.clone();
+            p.push(next.clone());
+            stack.extend(d.spec.depends_on.iter().map(|r| (p.clone(), key(r, &own))));
+        }
+    }
+    for d in &s.spec.depends_on {
+        let (dns, dname) = key(d, &ns);
+        let why = match lookup(&dns, &dname) {
+            None => "does not exist".to_owned(),
+            Some(dep) => match dependency_ready(&dep) {
+                Ok(()) => continue,
+                Err(why) => why,
+            },
+        };
+        return Some(Blocked::Waiting(format!("dependency {dns}/{dname} {why}")));
+    }
+    None
+}
+
+/// Whether a dependency is ready for its dependents (pure): reconciled at its current
+/// generation, `Ready`, and `Healthy` when it reports health.
+fn dependency_ready(d: &Sync) -> Result<(), String> {
+    let Some(st) = &d.status else {
+        return Err("has not been reconciled yet".into());
+    };
+    if st.observed_generation != d.metadata.generation {
+        return Err(format!(
+            "has not reconciled its generation {} yet",
+            d.metadata.generation.unwrap_or_default()
+        ));
+    }
+    let cond = |t: &str| st.conditions.iter().find(|c| c.type_ == t);
+    match cond("Ready") {
+        Some(c) if c.status == "True" => {}
+        Some(c) => return Err(format!("is not ready ({}: {})", c.reason, c.message)),
+        None => return Err("is not ready".into()),
+    }
+    match cond("Healthy") {
+        Some(c) if c.status != "True" => Err(format!("is not healthy ({}: {})", c.reason, c.message)),
+        _ => Ok(()),
+    }
 }
 
 /// Go-style durations: `30s`, `5m`, `1h`, `1h30m`.
@@ -284,6 +529,12 @@ pub async fn bootstrap(client: Client, namespace: &str, name: &str, b: Bootstrap
     Ok(())
 }
 
+/// How long a Sync waiting for dependencies waits before looking again (a change to a
+/// dependency triggers it sooner).
+const DEPENDENCY_RETRY: Duration = Duration::from_secs(30);
+/// How often the `Healthy` condition is refreshed between syncs while objects roll out.
+const HEALTH_RECHECK: Duration = Duration::from_secs(5);
+
 async fn reconcile(s: Arc<Sync>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = s.namespace().unwrap_or_default();
     let name = s.name_any();
@@ -300,20 +551,68 @@ async fn reconcile(s: Arc<Sync>, ctx: Arc<Context>) -> Result<Action, Error> {
         if s.spec.suspend == Some(true) {
             return Ok(Action::requeue(interval));
         }
+        let api: Api<Sync> = Api::namespaced(ctx.client.clone(), &ns);
+        let status = s.status.clone().unwrap_or_default();
+        if let Some(store) = ctx.syncs.get() {
+            let lookup = |n: &str, m: &str| store.get(&ObjectRef::new(m).within(n));
+            if let Some(b) = blocked(&s, &lookup) {
+                let new = blocked_status(&status, &b, s.metadata.generation);
+                if new != status {
+                    info!(reason = ?b, "waiting for dependencies");
+                    patch_status(&api, &name, &new).await?;
+                }
+                return Ok(Action::requeue(DEPENDENCY_RETRY));
+            }
+        }
         let owner = format!("{ns}.{name}");
         let drifted = ctx.drift.take(&owner);
         let now_s = time::OffsetDateTime::now_utc().unix_timestamp();
         if drifted.is_empty()
             && let Some(wait) = due(&s, now_s, interval)
         {
+            // Between syncs, the Healthy condition follows a rollout until it settles.
+            if healthy_condition(&status).is_some_and(|c| c.status == "Unknown") {
+                let health =
+                    crate::apply::inventory_health(&ctx.client, &owner, &inventory_of(&status)).await;
+                let mut new = status.clone();
+                set_healthy(&mut new, &status.conditions, &health, s.metadata.generation);
+                if new.conditions != status.conditions {
+                    patch_status(&api, &name, &new).await?;
+                }
+                return Ok(Action::requeue(wait.min(HEALTH_RECHECK)));
+            }
             return Ok(Action::requeue(wait));
         }
-        let status = s.status.clone().unwrap_or_default();
         let started = std::time::Instant::now();
-        let result = run_sync(&s, &ctx, &ns, &status, drifted.keys().cloned().collect()).await;
+        // Register this reconcile, so that a newer spec or request cuts its waits short.
+        let (cut, interrupt) = tokio::sync::watch::channel(None);
+        let key = format!("{ns}/{name}");
+        ctx.inflight().insert(
+            key.clone(),
+            InFlight {
+                generation: s.metadata.generation,
+                requested: s.annotations().get(RECONCILE_ANNOTATION).cloned(),
+                cut: cut.clone(),
+            },
+        );
+        let mut attempted = None;
+        let result = run_sync(
+            &s,
+            &ctx,
+            &ns,
+            &status,
+            drifted.keys().cloned().collect(),
+            interval,
+            cut,
+            interrupt,
+            &mut attempted,
+        )
+        .await;
+        ctx.inflight().remove(&key);
         let corrected = result
             .as_ref()
             .map_or(0, |out| corrections(&drifted, &out.report.versions));
+        let mut health = None;
         if let Ok(out) = &result {
             if corrected > 0 {
                 info!(corrected, "drift corrected");
@@ -328,17 +627,14 @@ async fn reconcile(s: Arc<Sync>, ctx: Arc<Context>) -> Result<Action, Error> {
             ctx.drift
                 .track(&owner, &out.inventory, s.spec.self_heal != Some(false))
                 .await;
+            health = Some(crate::apply::inventory_health(&ctx.client, &owner, &out.inventory).await);
         }
         if result.is_err() && !drifted.is_empty() {
             ctx.drift.give_back(&owner, drifted.clone());
         }
         observe(&ctx.metrics, &ns, &name, &result, started.elapsed());
-        let api: Api<Sync> = Api::namespaced(ctx.client.clone(), &ns);
-        let new = next_status(&s, status, &result);
-        let patch = serde_json::json!({ "status": new });
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(|e| Error::Status(e.to_string()))?;
+        let new = next_status(&s, status, &result, health.as_ref(), attempted);
+        patch_status(&api, &name, &new).await?;
         if let Some(ev) = event(&result, !drifted.is_empty(), corrected)
             && let Err(e) = ctx
                 .recorder
@@ -358,7 +654,12 @@ async fn reconcile(s: Arc<Sync>, ctx: Arc<Context>) -> Result<Action, Error> {
                     seconds = out.duration.as_secs_f64(),
                     "sync succeeded"
                 );
-                Ok(Action::requeue(interval))
+                let progressing = healthy_condition(&new).is_some_and(|c| c.status == "Unknown");
+                Ok(Action::requeue(if progressing {
+                    HEALTH_RECHECK.min(interval)
+                } else {
+                    interval
+                }))
             }
             Err(e) => {
                 warn!(error = %e, "sync failed");
@@ -368,6 +669,86 @@ async fn reconcile(s: Arc<Sync>, ctx: Arc<Context>) -> Result<Action, Error> {
     }
     .instrument(span)
     .await
+}
+
+async fn patch_status(api: &Api<Sync>, name: &str, st: &SyncStatus) -> Result<(), Error> {
+    let patch = serde_json::json!({ "status": st });
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+        .map_err(|e| Error::Status(e.to_string()))
+}
+
+fn healthy_condition(st: &SyncStatus) -> Option<&Condition> {
+    st.conditions.iter().find(|c| c.type_ == "Healthy")
+}
+
+/// The status of a Sync held back by its dependencies (pure but for the clock): `Ready`
+/// `False` with `DependencyNotReady` (still reconciling) or `DependencyCycle` (stalled); the
+/// rest (revisions, inventory, history, failures) unchanged.
+fn blocked_status(prev: &SyncStatus, b: &Blocked, generation: Option<i64>) -> SyncStatus {
+    let (reason, msg, stalled) = match b {
+        Blocked::Waiting(m) => ("DependencyNotReady", m, false),
+        Blocked::Cycle(m) => ("DependencyCycle", m, true),
+    };
+    let mut st = prev.clone();
+    let mut conditions = vec![
+        condition(&prev.conditions, "Ready", "False", reason, msg, generation),
+        condition(
+            &prev.conditions,
+            "Reconciling",
+            if stalled { "False" } else { "True" },
+            reason,
+            "",
+            generation,
+        ),
+        condition(
+            &prev.conditions,
+            "Stalled",
+            if stalled { "True" } else { "False" },
+            reason,
+            if stalled { msg } else { "" },
+            generation,
+        ),
+    ];
+    conditions.extend(healthy_condition(prev).cloned());
+    st.conditions = conditions;
+    st
+}
+
+/// Sets (or replaces) the `Healthy` condition from a health reading.
+fn set_healthy(
+    st: &mut SyncStatus,
+    prev: &[Condition],
+    health: &Result<Vec<(ObjectId, crate::health::Health)>, crate::apply::Error>,
+    generation: Option<i64>,
+) {
+    let (status, reason, msg) = match health {
+        Ok(all) => crate::health::condition_of(all),
+        Err(e) => ("Unknown", "HealthCheckFailed", format!("reading health: {e}")),
+    };
+    st.conditions.retain(|c| c.type_ != "Healthy");
+    st.conditions
+        .push(condition(prev, "Healthy", status, reason, &msg, generation));
+}
+
+/// The inventory a status records, as [`Inventory`].
+fn inventory_of(status: &SyncStatus) -> Inventory {
+    Inventory {
+        entries: status
+            .inventory
+            .iter()
+            .map(|e| {
+                let id = ObjectId {
+                    api_version: e.api_version.clone(),
+                    kind: e.kind.clone(),
+                    namespace: e.namespace.clone(),
+                    name: e.name.clone(),
+                };
+                (id.key(), (id, e.hash.clone()))
+            })
+            .collect(),
+    }
 }
 
 /// The Event a sync deserves (pure): a new revision applied, drift corrected (`corrected` of
@@ -463,12 +844,19 @@ fn observe(
     }
 }
 
+/// One sync of `s`. While it runs (waiting for health), the remote is polled at `interval`, as
+/// if the Sync were idle, and a new commit cuts the wait short through `cut`.
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 async fn run_sync(
     s: &Sync,
     ctx: &Context,
     ns: &str,
     status: &SyncStatus,
     force: std::collections::BTreeSet<String>,
+    interval: Duration,
+    cut: tokio::sync::watch::Sender<Option<String>>,
+    interrupt: crate::apply::Interrupt,
+    attempted: &mut Option<String>,
 ) -> Result<sync::Outcome, Error> {
     use crate::source::Reference;
     let reference = match &s.spec.source.reference {
@@ -516,21 +904,7 @@ async fn run_sync(
             keys.sealed = Some(ring);
         }
     }
-    let last = Inventory {
-        entries: status
-            .inventory
-            .iter()
-            .map(|e| {
-                let id = ObjectId {
-                    api_version: e.api_version.clone(),
-                    kind: e.kind.clone(),
-                    namespace: e.namespace.clone(),
-                    name: e.name.clone(),
-                };
-                (id.key(), (id, e.hash.clone()))
-            })
-            .collect(),
-    };
+    let last = inventory_of(status);
     let cfg = Config {
         url: s.spec.source.url.clone(),
         reference,
@@ -548,6 +922,7 @@ async fn run_sync(
         wait: None,
         ignore: s.spec.ignore.clone(),
         force,
+        interrupt: Some(interrupt),
     };
     let timeout = s
         .spec
@@ -559,13 +934,36 @@ async fn run_sync(
         wait: (s.spec.wait == Some(true)).then_some(timeout),
         ..cfg
     };
-    tokio::time::timeout(
-        timeout,
-        sync::sync_once(ctx.client.clone(), &ctx.cache, &cfg, &keys, &last),
-    )
-    .await
-    .map_err(|_| Error::Unsupported(format!("the sync did not finish within {} s", timeout.as_secs())))?
-    .map_err(Error::from)
+    let work = async {
+        let started = std::time::Instant::now();
+        let rev = sync::fetch(&ctx.cache, &cfg).await?;
+        let commit = rev.commit.clone();
+        *attempted = Some(format!("{}@sha1:{commit}", rev.reference));
+        let applying = sync::sync_revision(ctx.client.clone(), &cfg, &keys, &last, rev, started);
+        let poll = async {
+            loop {
+                tokio::time::sleep(interval).await;
+                match sync::fetch(&ctx.cache, &cfg).await {
+                    Ok(r) if r.commit != commit => {
+                        info!(commit = %r.commit, "a new revision while waiting");
+                        cut.send_replace(Some(format!("a new revision {}@sha1:{}", r.reference, r.commit)));
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "polling for a new revision"),
+                }
+            }
+        };
+        tokio::pin!(applying);
+        tokio::select! {
+            r = &mut applying => r,
+            () = poll => applying.await,
+        }
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| Error::Unsupported(format!("the sync did not finish within {} s", timeout.as_secs())))?
+        .map_err(Error::from)
 }
 
 /// The commit to skip: the last applied one, when the last attempt succeeded with this same
@@ -648,6 +1046,8 @@ fn reason(e: &Error) -> &'static str {
         Error::Keys(_) => "DecryptionKeysFailed",
         Error::Sync(sync::Error::Source(_) | sync::Error::Task(_)) => "SourceFailed",
         Error::Sync(sync::Error::Render(_)) => "RenderFailed",
+        Error::Sync(sync::Error::Apply(crate::apply::Error::Canceled { .. })) => "HealthCheckCanceled",
+        Error::Sync(sync::Error::Apply(crate::apply::Error::Unhealthy { .. })) => "HealthCheckFailed",
         Error::Sync(sync::Error::Apply(_)) => "ApplyFailed",
         Error::Sync(sync::Error::Budget(_)) => "PruneBudgetExceeded",
         Error::Status(_) => "StatusFailed",
@@ -687,7 +1087,13 @@ fn record(history: &mut Vec<HistoryEntry>, e: HistoryEntry) {
 }
 
 /// The status after a sync (pure but for the clock).
-fn next_status(s: &Sync, prev: SyncStatus, result: &Result<sync::Outcome, Error>) -> SyncStatus {
+fn next_status(
+    s: &Sync,
+    prev: SyncStatus,
+    result: &Result<sync::Outcome, Error>,
+    health: Option<&Result<Vec<(ObjectId, crate::health::Health)>, crate::apply::Error>>,
+    attempted: Option<String>,
+) -> SyncStatus {
     let generation = s.metadata.generation;
     let mut st = prev.clone();
     st.observed_generation = generation;
@@ -723,6 +1129,9 @@ fn next_status(s: &Sync, prev: SyncStatus, result: &Result<sync::Outcome, Error>
                 ),
                 condition(&prev.conditions, "Stalled", "False", "Succeeded", "", generation),
             ];
+            if let Some(h) = health {
+                set_healthy(&mut st, &prev.conditions, h, generation);
+            }
             record(
                 &mut st.history,
                 HistoryEntry {
@@ -737,7 +1146,13 @@ fn next_status(s: &Sync, prev: SyncStatus, result: &Result<sync::Outcome, Error>
         Err(e) => {
             let r = reason(e);
             let msg = e.to_string();
-            st.failures = prev.failures.saturating_add(1);
+            if attempted.is_some() {
+                st.last_attempted_revision = attempted;
+            }
+            // A wait cut short for a newer revision is not a failure to back off from.
+            if r != "HealthCheckCanceled" {
+                st.failures = prev.failures.saturating_add(1);
+            }
             // Errors that a retry cannot fix stall the Sync until Git or the spec changes.
             let stalled = matches!(r, "RenderFailed" | "Unsupported" | "PruneBudgetExceeded");
             st.conditions = vec![
@@ -759,6 +1174,19 @@ fn next_status(s: &Sync, prev: SyncStatus, result: &Result<sync::Outcome, Error>
                     generation,
                 ),
             ];
+            // The objects' health: what a failed wait found, or as it was.
+            if r == "HealthCheckFailed" {
+                st.conditions.push(condition(
+                    &prev.conditions,
+                    "Healthy",
+                    "False",
+                    r,
+                    &msg,
+                    generation,
+                ));
+            } else {
+                st.conditions.extend(healthy_condition(&prev).cloned());
+            }
             record(
                 &mut st.history,
                 HistoryEntry {
@@ -853,6 +1281,127 @@ mod tests {
             })
             .collect();
         assert!(spread.len() > 1, "different Syncs do not retry in step");
+    }
+
+    fn with_deps(ns: &str, name: &str, deps: &[(&str, Option<&str>)]) -> Arc<Sync> {
+        let mut s = Sync::new(name, crate::api::SyncSpec::default());
+        s.metadata.namespace = Some(ns.into());
+        s.metadata.generation = Some(1);
+        s.spec.depends_on = deps
+            .iter()
+            .map(|(n, m)| crate::api::DependencyRef {
+                name: (*n).into(),
+                namespace: m.map(Into::into),
+            })
+            .collect();
+        Arc::new(s)
+    }
+
+    fn with_conditions(s: &Arc<Sync>, observed: i64, conds: &[(&str, &str)]) -> Arc<Sync> {
+        let mut s = (**s).clone();
+        s.status = Some(SyncStatus {
+            observed_generation: Some(observed),
+            conditions: conds
+                .iter()
+                .map(|(t, st)| Condition {
+                    type_: (*t).into(),
+                    status: (*st).into(),
+                    reason: "R".into(),
+                    message: "m".into(),
+                    ..Condition::default()
+                })
+                .collect(),
+            ..SyncStatus::default()
+        });
+        Arc::new(s)
+    }
+
+    #[test]
+    fn dependencies_gate_a_sync_until_ready_and_healthy_and_cycles_stall() {
+        let app = with_deps("apps", "app", &[("infra", Some("ops")), ("db", None)]);
+        let mut all: Vec<Arc<Sync>> = vec![app.clone()];
+        let lookup_in = |all: &Vec<Arc<Sync>>| {
+            let all = all.clone();
+            move |ns: &str, name: &str| {
+                all.iter()
+                    .find(|s| s.namespace().as_deref() == Some(ns) && s.name_any() == name)
+                    .cloned()
+            }
+        };
+        let b = blocked(&app, &lookup_in(&all));
+        assert_eq!(
+            b,
+            Some(Blocked::Waiting("dependency ops/infra does not exist".into()))
+        );
+        let infra = with_deps("ops", "infra", &[]);
+        all.push(infra.clone());
+        let Some(Blocked::Waiting(m)) = blocked(&app, &lookup_in(&all)) else {
+            panic!()
+        };
+        assert!(m.contains("has not been reconciled yet"), "{m}");
+        all[1] = with_conditions(&infra, 0, &[("Ready", "True")]);
+        let Some(Blocked::Waiting(m)) = blocked(&app, &lookup_in(&all)) else {
+            panic!()
+        };
+        assert!(m.contains("generation 1"), "{m}");
+        all[1] = with_conditions(&infra, 1, &[("Ready", "True"), ("Healthy", "Unknown")]);
+        let Some(Blocked::Waiting(m)) = blocked(&app, &lookup_in(&all)) else {
+            panic!()
+        };
+        assert!(m.contains("is not healthy"), "{m}");
+        all[1] = with_conditions(&infra, 1, &[("Ready", "True"), ("Healthy", "True")]);
+        let Some(Blocked::Waiting(m)) = blocked(&app, &lookup_in(&all)) else {
+            panic!()
+        };
+        assert_eq!(m, "dependency apps/db does not exist");
+        all.push(with_conditions(
+            &with_deps("apps", "db", &[]),
+            1,
+            &[("Ready", "True")],
+        ));
+        assert_eq!(blocked(&app, &lookup_in(&all)), None);
+        // Who is triggered when infra changes.
+        let deps = dependents(&all, &infra);
+        assert_eq!(deps, vec![ObjectRef::from_obj(&*app)]);
+        assert!(dependents(&all, &app).is_empty());
+        // A cycle through app: app → db → app.
+        all[2] = with_conditions(
+            &with_deps("apps", "db", &[("app", None)]),
+            1,
+            &[("Ready", "True")],
+        );
+        let Some(Blocked::Cycle(m)) = blocked(&app, &lookup_in(&all)) else {
+            panic!()
+        };
+        assert_eq!(
+            m,
+            "spec.dependsOn: the dependencies form a cycle: apps/app → apps/db → apps/app"
+        );
+    }
+
+    #[test]
+    fn a_canceled_wait_or_a_dependency_wait_is_due_at_once() {
+        let t0 = time::macros::datetime!(2026-01-01 00:00:00 UTC).unix_timestamp();
+        let mut s = Sync::new("x", crate::api::SyncSpec::default());
+        s.metadata.generation = Some(1);
+        for reason in ["HealthCheckCanceled", "DependencyNotReady", "DependencyCycle"] {
+            s.status = Some(SyncStatus {
+                observed_generation: Some(1),
+                history: vec![HistoryEntry {
+                    time: "2026-01-01T00:00:00Z".into(),
+                    result: reason.into(),
+                    ..HistoryEntry::default()
+                }],
+                conditions: vec![Condition {
+                    type_: "Ready".into(),
+                    status: "False".into(),
+                    reason: reason.into(),
+                    ..Condition::default()
+                }],
+                ..SyncStatus::default()
+            });
+            assert_eq!(due(&s, t0 + 1, Duration::from_secs(600)), None, "{reason}");
+        }
     }
 
     #[test]

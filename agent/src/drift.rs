@@ -65,6 +65,8 @@ struct State {
 pub struct Tracker {
     client: kube::Client,
     state: Arc<Mutex<State>>,
+    /// Kinds whose watch has finished its first list.
+    listed: Arc<tokio::sync::watch::Sender<BTreeSet<String>>>,
     trigger: mpsc::UnboundedSender<ObjectRef<Sync>>,
     metrics: Option<crate::metrics::Metrics>,
 }
@@ -88,6 +90,7 @@ impl Tracker {
         let t = Self {
             client,
             state: Arc::default(),
+            listed: Arc::new(tokio::sync::watch::channel(BTreeSet::new()).0),
             trigger,
             metrics,
         };
@@ -132,6 +135,13 @@ impl Tracker {
         }
     }
 
+    /// Waits until every watch started so far has finished its first list.
+    pub async fn wait_listed(&self) {
+        let watching = self.lock().watching.clone();
+        let mut rx = self.listed.subscribe();
+        let _ = rx.wait_for(|listed| watching.is_subset(listed)).await;
+    }
+
     /// Forgets a deleted Sync.
     pub fn forget(&self, owner: &str) {
         self.lock().syncs.remove(owner);
@@ -166,9 +176,17 @@ impl Tracker {
         tracing::debug!(kind = %ar.kind, "watching for drift");
         while let Some(e) = events.next().await {
             let (meta, deleted) = match e {
-                Ok(watcher::Event::Apply(o)) => (o.metadata, false),
+                // A (re)list finds what changed while nothing watched: an agent restart.
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => (o.metadata, false),
                 Ok(watcher::Event::Delete(o)) => (o.metadata, true),
-                Ok(_) => continue,
+                Ok(watcher::Event::InitDone) => {
+                    let kind = format!("{}/{}", ar.api_version, ar.kind);
+                    self.listed.send_modify(|l| {
+                        l.insert(kind);
+                    });
+                    continue;
+                }
+                Ok(watcher::Event::Init) => continue,
                 Err(e) => {
                     tracing::debug!(kind = %ar.kind, error = %e, "drift watch");
                     continue;

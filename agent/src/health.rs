@@ -342,6 +342,47 @@ pub fn worst<'a>(all: impl IntoIterator<Item = &'a Health>) -> Status {
     all.into_iter().map(|h| h.status).max().unwrap_or(Status::Current)
 }
 
+/// How many objects a message names before it says "and N more".
+const NAMED: usize = 10;
+
+/// The objects, their status and why, as one line (`Deployment ns/web InProgress (…); …`),
+/// naming at most ten.
+pub fn describe<'a>(objects: impl IntoIterator<Item = (&'a crate::plan::ObjectId, &'a Health)>) -> String {
+    let all: Vec<_> = objects.into_iter().collect();
+    let mut parts: Vec<String> = all
+        .iter()
+        .take(NAMED)
+        .map(|(id, h)| format!("{id} {} ({})", h.status.as_str(), h.message))
+        .collect();
+    if all.len() > NAMED {
+        parts.push(format!("and {} more", all.len() - NAMED));
+    }
+    parts.join("; ")
+}
+
+/// A Sync's `Healthy` condition from its objects' health (pure): `True`/`Succeeded` when all
+/// are `Current`; `False`/`HealthCheckFailed` naming the failed ones when any has `Failed`;
+/// otherwise `Unknown`/`Progressing` naming those not yet `Current`.
+pub fn condition_of(all: &[(crate::plan::ObjectId, Health)]) -> (&'static str, &'static str, String) {
+    let failed: Vec<_> = all.iter().filter(|(_, h)| h.status == Status::Failed).collect();
+    if !failed.is_empty() {
+        return (
+            "False",
+            "HealthCheckFailed",
+            describe(failed.iter().map(|(id, h)| (id, h))),
+        );
+    }
+    let pending: Vec<_> = all.iter().filter(|(_, h)| h.status != Status::Current).collect();
+    if pending.is_empty() {
+        return ("True", "Succeeded", format!("{} objects current", all.len()));
+    }
+    (
+        "Unknown",
+        "Progressing",
+        describe(pending.iter().map(|(id, h)| (id, h))),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -412,5 +453,39 @@ mod tests {
         assert_eq!(of(&sts).status, Status::InProgress);
         assert_eq!(worst([&of(&pvc), &of(&es)]), Status::Failed);
         assert_eq!(worst([]), Status::Current);
+    }
+
+    #[test]
+    fn a_syncs_healthy_condition_names_what_is_not_current() {
+        use crate::plan::ObjectId;
+        let id = |kind: &str, name: &str| ObjectId {
+            api_version: "apps/v1".into(),
+            kind: kind.into(),
+            namespace: "ns".into(),
+            name: name.into(),
+        };
+        let ok = h(Status::Current, "fine");
+        let all = vec![(id("Deployment", "a"), ok.clone())];
+        assert_eq!(
+            condition_of(&all),
+            ("True", "Succeeded", "1 objects current".into())
+        );
+        let mut all = all;
+        all.push((id("Deployment", "b"), h(Status::InProgress, "LessReady")));
+        let (status, reason, msg) = condition_of(&all);
+        assert_eq!((status, reason), ("Unknown", "Progressing"));
+        assert_eq!(msg, "Deployment ns/b InProgress (LessReady)");
+        all.push((id("Job", "c"), h(Status::Failed, "backoff limit")));
+        let (status, reason, msg) = condition_of(&all);
+        assert_eq!((status, reason), ("False", "HealthCheckFailed"));
+        assert_eq!(msg, "Job ns/c Failed (backoff limit)");
+        let many: Vec<_> = (0..12)
+            .map(|i| (id("Deployment", &format!("d{i}")), h(Status::InProgress, "x")))
+            .collect();
+        assert!(condition_of(&many).2.ends_with("; and 2 more"));
+        // kstatus has no Ingress rule: an Ingress is current (no load balancer wait, unlike Argo).
+        let ing =
+            json!({ "apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": { "name": "i" } });
+        assert_eq!(of(&ing).status, Status::Current);
     }
 }

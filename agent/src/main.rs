@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use lockstep_agent::{admin, controller, sealing, source, unsealer};
+use lockstep_agent::{admin, controller, leader, sealing, source, unsealer, webhook};
+use tokio_util::sync::CancellationToken;
 
 /// Lockstep's in-cluster GitOps agent.
 #[derive(Parser, Debug)]
@@ -65,6 +66,23 @@ struct Args {
     /// Bootstrap: a Secret with credentials for the repository.
     #[arg(long, env = "LOCKSTEP_BOOTSTRAP_SECRET")]
     bootstrap_secret: Option<String>,
+    /// A Secret in the agent's namespace whose `github`, `gitlab` and `generic` entries are the
+    /// webhook secrets (`/hook/<provider>`); without it webhooks are refused.
+    #[arg(long, env = "LOCKSTEP_WEBHOOK_SECRET")]
+    webhook_secret: Option<String>,
+    /// Elect a leader among replicas on a Lease; only the leader runs the controllers.
+    #[arg(long, env = "LOCKSTEP_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// The Lease's name (in the agent's namespace).
+    #[arg(long, env = "LOCKSTEP_LEASE_NAME", default_value = "lockstep-agent")]
+    lease_name: String,
+    /// How long a lease not renewed stays the leader's, as a Go duration (a killed leader is
+    /// replaced after this long).
+    #[arg(long, env = "LOCKSTEP_LEASE_DURATION", default_value = "15s")]
+    lease_duration: String,
+    /// This replica's identity in the election (default: the pod's name, else the host's).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -103,6 +121,11 @@ async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let client = kube::Client::try_default().await?;
 
+    // SIGTERM (Kubernetes) or SIGINT: stop serving readiness, cut waits short, finish the
+    // reconciles in progress, release the lease.
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+
     let policy = sealing::RenewPolicy {
         period: controller::parse_duration_or_zero(&args.key_renew_period).with_context(|| {
             format!(
@@ -119,9 +142,58 @@ async fn main() -> anyhow::Result<()> {
             ),
         },
     };
-    let keys = sealing::maintain(sealing::KeyStore::new(client.clone(), &args.namespace), policy)
+    let lease_duration = controller::parse_duration(&args.lease_duration)
+        .with_context(|| format!("--lease-duration {:?} is not a Go duration", args.lease_duration))?;
+    let (leading_tx, leading) = tokio::sync::watch::channel(!args.leader_election);
+    let keys = sealing::maintain(
+        sealing::KeyStore::new(client.clone(), &args.namespace),
+        policy,
+        leading.clone(),
+    )
+    .await
+    .context("loading the sealing keys")?;
+
+    let engine =
+        lockstep_agent::external::Engine::new(client.clone(), args.aws_secretsmanager_endpoint.clone());
+    let (ctx, drifted) = controller::Context::new(
+        client.clone(),
+        source::GitCache::new(&args.git_cache),
+        args.namespace.clone(),
+        keys.clone(),
+        Some(engine.clone()),
+    );
+    let metrics = ctx.metrics.clone();
+    let mut admin = admin::Admin::new(keys.clone(), args.rate_limit).with_metrics(metrics.clone());
+    let readiness = admin.readiness().clone();
+    if let Some(name) = &args.webhook_secret {
+        let gate = readiness.gate("webhook secret");
+        let secrets = webhook::watch_secret(client.clone(), &args.namespace, name, move || gate.open());
+        admin = admin.with_webhook(webhook::Receiver::new(client.clone(), secrets));
+    }
+    // Every replica serves the endpoints; only the leader runs the controllers.
+    let server = tokio::spawn(admin.serve(args.listen, shutdown.clone().cancelled_owned()));
+
+    let identity = args.identity.clone().unwrap_or_else(default_identity);
+    let election = if args.leader_election {
+        let e = leader::Election::join(
+            client.clone(),
+            &args.namespace,
+            &args.lease_name,
+            &identity,
+            lease_duration,
+        )
         .await
-        .context("loading the sealing keys")?;
+        .context("joining the leader election")?;
+        tokio::select! {
+            () = e.acquire() => {}
+            () = shutdown.cancelled() => return Ok(()),
+        }
+        Some(e)
+    } else {
+        None
+    };
+    leading_tx.send_replace(true);
+    metrics.leader.set(1);
 
     if let Some(url) = &args.bootstrap_url {
         controller::bootstrap(
@@ -141,33 +213,73 @@ async fn main() -> anyhow::Result<()> {
         .context("creating the bootstrap Sync")?;
     }
 
-    let engine =
-        lockstep_agent::external::Engine::new(client.clone(), args.aws_secretsmanager_endpoint.clone());
-    let (ctx, drifted) = controller::Context::new(
-        client.clone(),
-        source::GitCache::new(args.git_cache),
-        args.namespace,
-        keys.clone(),
-        Some(engine.clone()),
-    );
-    let admin = admin::Admin::new(keys.clone(), args.rate_limit).with_metrics(ctx.metrics.clone());
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let server = tokio::spawn(admin.clone().serve(args.listen, shutdown));
     let ctx = Arc::new(ctx);
-    let refreshing = lockstep_agent::external::refresher::run(engine, client.clone());
+    let syncing = controller::run_until(
+        ctx,
+        drifted,
+        shutdown.clone().cancelled_owned(),
+        Some(readiness.gate("watch Syncs and their objects")),
+    );
     let unsealing = async {
         if args.sealed_secrets_controller {
-            unsealer::run(client, keys).await;
+            let gate = readiness.gate("watch SealedSecrets");
+            unsealer::run(client.clone(), keys, shutdown.clone(), Some(gate)).await;
         }
     };
-    admin.set_ready();
+    let refreshing = async {
+        if args.external_secrets_controller {
+            let gate = readiness.gate("watch ExternalSecrets");
+            lockstep_agent::external::refresher::run(engine, client.clone(), shutdown.clone(), Some(gate))
+                .await;
+        }
+    };
+    let leading_work = async {
+        tokio::join!(syncing, unsealing, refreshing);
+    };
+    let lost = async {
+        match &election {
+            Some(e) => e.hold().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
-        () = controller::run(ctx, drifted) => {}
-        () = unsealing, if args.sealed_secrets_controller => {}
-        () = refreshing, if args.external_secrets_controller => {}
-        r = server => r??,
+        () = leading_work => {}
+        why = lost => {
+            // Never two leaders: stop at once, and let Kubernetes start this replica anew.
+            tracing::error!(reason = %why, "leadership lost; exiting");
+            std::process::exit(1);
+        }
     }
+    if let Some(e) = &election {
+        e.release().await;
+    }
+    server.await??;
+    tracing::info!("stopped");
     Ok(())
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT, and marks the process unready.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("signal received: shutting down");
+    shutdown.cancel();
+}
+
+/// The host's name and the process id, for an agent run outside a pod.
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "lockstep".into());
+    format!("{host}-{}", std::process::id())
 }

@@ -42,6 +42,15 @@ pub struct FormatLabels {
     pub format: &'static str,
 }
 
+/// Labels of a webhook request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    /// `github`, `gitlab` or `generic`.
+    pub provider: &'static str,
+    /// `triggered`, `ignored`, `unauthorized`, `refused` or `failed`.
+    pub result: &'static str,
+}
+
 /// The agent's metrics. Cheap to clone; every clone updates the same series.
 #[derive(Clone)]
 pub struct Metrics {
@@ -62,6 +71,10 @@ pub struct Metrics {
     pub decryption_failures: Family<FormatLabels, Counter>,
     /// Objects watched for drift.
     pub watched: Gauge,
+    /// Webhook requests, by provider and result.
+    pub webhooks: Family<WebhookLabels, Counter>,
+    /// 1 while this replica leads (runs the controllers), else 0.
+    pub leader: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -139,6 +152,18 @@ impl Metrics {
         );
         let watched = Gauge::default();
         r.register("watched_objects", "Objects watched for drift", watched.clone());
+        let webhooks = Family::<WebhookLabels, Counter>::default();
+        r.register(
+            "webhook_requests",
+            "Webhook requests, by provider and result",
+            webhooks.clone(),
+        );
+        let leader = Gauge::default();
+        r.register(
+            "leader",
+            "1 while this replica leads (runs the controllers)",
+            leader.clone(),
+        );
         r.register_collector(Box::new(CallsCollector(calls)));
         Self {
             registry: Arc::new(r),
@@ -150,7 +175,16 @@ impl Metrics {
             ready,
             decryption_failures,
             watched,
+            webhooks,
+            leader,
         }
+    }
+
+    /// Counts one webhook request.
+    pub fn webhook(&self, provider: &'static str, result: &'static str) {
+        self.webhooks
+            .get_or_create(&WebhookLabels { provider, result })
+            .inc();
     }
 
     /// Records one sync.

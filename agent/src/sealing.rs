@@ -224,10 +224,19 @@ fn unix_now() -> i64 {
 /// current by a background task: every change to a key Secret (a key added by hand or by the
 /// rotation CronJob, a key marked compromised) reloads them, and a new key is generated when
 /// one falls due. A failed reload keeps the keys in use and is retried.
-pub async fn maintain(store: KeyStore, policy: RenewPolicy) -> Result<Live, Error> {
-    store
-        .renew_if_due(unix_now(), policy.period, policy.cutoff)
-        .await?;
+///
+/// Only a replica whose `leading` holds `true` generates keys (at once when it starts leading
+/// and a key is due); every replica loads them.
+pub async fn maintain(
+    store: KeyStore,
+    policy: RenewPolicy,
+    mut leading: tokio::sync::watch::Receiver<bool>,
+) -> Result<Live, Error> {
+    if *leading.borrow() {
+        store
+            .renew_if_due(unix_now(), policy.period, policy.cutoff)
+            .await?;
+    }
     let first = store.load().await?;
     let (tx, rx) = tokio::sync::watch::channel(std::sync::Arc::new(first));
     tokio::spawn(async move {
@@ -235,6 +244,7 @@ pub async fn maintain(store: KeyStore, policy: RenewPolicy) -> Result<Live, Erro
         use kube::runtime::watcher;
         let cfg = watcher::Config::default().labels(KEY_LABEL);
         let mut events = std::pin::pin!(watcher(store.api.clone(), cfg));
+        let mut leading_open = true;
         loop {
             let due = tx.borrow().newest.as_ref().map(|(_, c)| c.not_before());
             let wait = match renewal(due, unix_now(), policy.period, policy.cutoff) {
@@ -254,7 +264,12 @@ pub async fn maintain(store: KeyStore, policy: RenewPolicy) -> Result<Live, Erro
                     Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => continue,
                     Some(Ok(_)) => {}
                 },
-                () = tokio::time::sleep(wait) => {
+                changed = leading.changed(), if leading_open => {
+                    // No more changes: lead (or not) as last told.
+                    leading_open = changed.is_ok();
+                    continue;
+                }
+                () = tokio::time::sleep(wait), if *leading.borrow() => {
                     match store.renew_if_due(unix_now(), policy.period, policy.cutoff).await {
                         Ok(Some(name)) => tracing::info!(secret = %name, "sealing key renewed"),
                         Ok(None) => {}

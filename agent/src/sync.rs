@@ -46,6 +46,8 @@ pub struct Config {
     /// Keys of objects to write even if unchanged (drifted in the cluster); when not empty the
     /// commit is rendered and applied even if it is `skip_if_commit`.
     pub force: std::collections::BTreeSet<String>,
+    /// Cuts health waits short ([`apply::Interrupt`]).
+    pub interrupt: Option<apply::Interrupt>,
 }
 
 impl Config {
@@ -69,6 +71,7 @@ impl Config {
             wait: None,
             ignore: Vec::new(),
             force: Default::default(),
+            interrupt: None,
         }
     }
 }
@@ -113,7 +116,7 @@ pub struct Outcome {
     pub skipped: bool,
 }
 
-/// Runs one sync against the cluster.
+/// Runs one sync against the cluster: [`fetch`], then [`sync_revision`].
 pub async fn sync_once(
     client: kube::Client,
     cache: &GitCache,
@@ -122,7 +125,13 @@ pub async fn sync_once(
     last: &Inventory,
 ) -> Result<Outcome, Error> {
     let started = std::time::Instant::now();
-    let (cache2, url, reference, path, creds, ca) = (
+    let rev = fetch(cache, cfg).await?;
+    sync_revision(client, cfg, keys, last, rev, started).await
+}
+
+/// Fetches the configured reference (on a blocking thread: gix is synchronous).
+pub async fn fetch(cache: &GitCache, cfg: &Config) -> Result<source::Revision, Error> {
+    let (cache, url, reference, path, creds, ca) = (
         cache.clone(),
         cfg.url.clone(),
         cfg.reference.clone(),
@@ -130,11 +139,23 @@ pub async fn sync_once(
         cfg.credentials.clone(),
         cfg.ca_pem.clone(),
     );
-    let rev = tokio::task::spawn_blocking(move || {
-        cache2.fetch_with(&url, &reference, &path, &creds, ca.as_deref())
-    })
-    .await
-    .map_err(|e| Error::Task(e.to_string()))??;
+    Ok(
+        tokio::task::spawn_blocking(move || cache.fetch_with(&url, &reference, &path, &creds, ca.as_deref()))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))??,
+    )
+}
+
+/// Renders, decrypts, applies and prunes one fetched revision (`started`: when the sync
+/// began, for [`Outcome::duration`]).
+pub async fn sync_revision(
+    client: kube::Client,
+    cfg: &Config,
+    keys: &Keys,
+    last: &Inventory,
+    rev: source::Revision,
+    started: std::time::Instant,
+) -> Result<Outcome, Error> {
     if cfg.force.is_empty() && cfg.skip_if_commit.as_deref() == Some(rev.commit.as_str()) {
         return Ok(Outcome {
             commit: rev.commit,
@@ -176,6 +197,7 @@ pub async fn sync_once(
     applier.wait = cfg.wait;
     applier.ignore.clone_from(&cfg.ignore);
     applier.force.clone_from(&cfg.force);
+    applier.interrupt.clone_from(&cfg.interrupt);
     let steps = apply::steps(&manifests)?;
     let last_secrets_step = steps
         .keys()

@@ -73,15 +73,30 @@ pub fn api_resource() -> ApiResource {
 }
 
 /// Waits for the SealedSecret CRD, then runs the controller until shutdown.
-pub async fn run(client: Client, keys: Live) {
+pub async fn run(
+    client: Client,
+    keys: Live,
+    shutdown: tokio_util::sync::CancellationToken,
+    ready: Option<crate::admin::Gate>,
+) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut ready = ready;
     loop {
         match crds.get_opt(CRD_NAME).await {
             Ok(Some(_)) => break,
-            Ok(None) => {}
+            Ok(None) => {
+                // Nothing to watch until the CRD is installed; that is not a reason to be unready.
+                if let Some(g) = ready.take() {
+                    info!("the SealedSecret CRD is not installed; looking again every 30 s");
+                    g.open();
+                }
+            }
             Err(e) => warn!(error = %e, "looking for the SealedSecret CRD"),
         }
-        tokio::time::sleep(Duration::from_secs(30)).await;
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(30)) => {}
+            () = shutdown.cancelled() => return,
+        }
     }
     let ar = api_resource();
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
@@ -98,9 +113,18 @@ pub async fn run(client: Client, keys: Live) {
         recorder,
     });
     info!("SealedSecret controller started");
+    let controller = Controller::new_with(api, watcher::Config::default(), ar);
+    if let Some(g) = ready {
+        let store = controller.store();
+        tokio::spawn(async move {
+            if store.wait_until_ready().await.is_ok() {
+                g.open();
+            }
+        });
+    }
     // Our own status writes trigger one more reconcile, which finds nothing to write.
-    Controller::new_with(api, watcher::Config::default(), ar)
-        .shutdown_on_signal()
+    controller
+        .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {

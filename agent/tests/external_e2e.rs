@@ -339,7 +339,12 @@ async fn external_secrets_from_aws_vault_and_esc_before_workloads() {
     assert!(secrets.get_opt("broken").await.unwrap().is_none());
 
     // Rotation: a new value in AWS reaches the Secret within one refresh (interval 1 s).
-    let refresh = tokio::spawn(refresher::run(engine.clone(), client.clone()));
+    let refresh = tokio::spawn(refresher::run(
+        engine.clone(),
+        client.clone(),
+        tokio_util::sync::CancellationToken::new(),
+        None,
+    ));
     let rotated = format!("{CANARY_AWS}-rotated");
     aws.put_secret_value()
         .secret_id("db-creds")

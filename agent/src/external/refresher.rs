@@ -70,9 +70,29 @@ pub fn due(es: &ExternalSecret, now: OffsetDateTime) -> bool {
 }
 
 /// Runs the loop until the task is dropped.
-pub async fn run(engine: Engine, client: kube::Client) {
-    let api: kube::Api<ExternalSecret> = kube::Api::all(client);
+pub async fn run(
+    engine: Engine,
+    client: kube::Client,
+    shutdown: tokio_util::sync::CancellationToken,
+    ready: Option<crate::admin::Gate>,
+) {
+    let api: kube::Api<ExternalSecret> = kube::Api::all(client.clone());
     let (reader, writer) = reflector::store();
+    if let Some(g) = ready {
+        let reader = reader.clone();
+        let crds: kube::Api<
+            k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+        > = kube::Api::all(client);
+        tokio::spawn(async move {
+            // Without the CRD there is nothing to list, which is not a reason to be unready.
+            if let Ok(None) = crds.get_opt("externalsecrets.external-secrets.io").await {
+                tracing::info!("the ExternalSecret CRD is not installed; refreshing none until it is");
+            } else if reader.wait_until_ready().await.is_err() {
+                return;
+            }
+            g.open();
+        });
+    }
     let stream = reflector(writer, watcher(api, watcher::Config::default()))
         .default_backoff()
         .touched_objects();
@@ -83,6 +103,7 @@ pub async fn run(engine: Engine, client: kube::Client) {
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
             ev = stream.next() => {
                 if ev.is_none() { return; }
                 // Coalesce a burst of events into one batch.
