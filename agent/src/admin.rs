@@ -9,6 +9,7 @@
 //! | `GET /v1/cert.pem` | the newest sealing certificate (`application/x-pem-file`) |
 //! | `POST /v1/verify` | a SealedSecret (JSON or YAML): 200 if every value opens, 409 if not |
 //! | `POST /v1/rotate` | a SealedSecret: the same object re-encrypted with the newest key |
+//! | `POST /v1/diff` | `{"namespace", "name"}` of a Sync: what a sync would change ([`crate::diff::Report`], secret values redacted) |
 //! | `POST /hook/{github,gitlab,generic}` | a signed push: the Syncs of that repository sync now ([`crate::webhook`]) |
 //!
 //! There is no authentication here, as in sealed-secrets: access goes through the API server's
@@ -115,6 +116,7 @@ pub struct Admin {
     limiter: Arc<DefaultDirectRateLimiter>,
     metrics: Option<crate::metrics::Metrics>,
     webhook: Option<crate::webhook::Receiver>,
+    differ: Option<crate::controller::Differ>,
 }
 
 /// The largest webhook body accepted (GitHub caps payloads at 25 MB; pushes are far smaller).
@@ -131,7 +133,15 @@ impl Admin {
             limiter: Arc::new(RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))),
             metrics: None,
             webhook: None,
+            differ: None,
         }
+    }
+
+    /// Also answers `/v1/diff`.
+    #[must_use]
+    pub fn with_differ(mut self, differ: crate::controller::Differ) -> Self {
+        self.differ = Some(differ);
+        self
     }
 
     /// Also receives webhooks on `/hook/{provider}`.
@@ -162,6 +172,7 @@ impl Admin {
             .route("/v1/cert.pem", get(cert))
             .route("/v1/verify", post(verify))
             .route("/v1/rotate", post(rotate))
+            .route("/v1/diff", post(diff))
             .route(
                 "/hook/{provider}",
                 post(hook).layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)),
@@ -211,6 +222,42 @@ async fn readyz(State(a): State<Admin>) -> Response {
         format!("waiting for: {}\n", pending.join(", "))
     };
     (StatusCode::SERVICE_UNAVAILABLE, why).into_response()
+}
+
+async fn diff(State(a): State<Admin>, body: Bytes) -> Response {
+    use crate::controller::Error;
+    #[derive(serde::Deserialize)]
+    struct Which {
+        namespace: String,
+        name: String,
+    }
+    let Some(differ) = &a.differ else {
+        return (StatusCode::NOT_FOUND, "diffs are not served here\n").into_response();
+    };
+    let which: Which = match serde_json::from_slice(&body) {
+        Ok(w) => w,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"namespace\": …, \"name\": …}}: {e}\n"),
+            )
+                .into_response();
+        }
+    };
+    // A diff fetches, decrypts and dry-runs a whole revision.
+    if a.limiter.check().is_err() {
+        return (StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded\n").into_response();
+    }
+    match differ.diff(&which.namespace, &which.name).await {
+        Ok(report) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::to_string(&report).unwrap_or_default() + "\n",
+        )
+            .into_response(),
+        Err(e @ Error::NotFound(_)) => (StatusCode::NOT_FOUND, format!("{e}\n")).into_response(),
+        Err(e) => (StatusCode::CONFLICT, format!("{e}\n")).into_response(),
+    }
 }
 
 async fn hook(

@@ -235,6 +235,33 @@ impl Applier {
         Ok((ar, caps, o))
     }
 
+    /// What applying `m` would do, by a server-side apply dry run (nothing is written): its id,
+    /// the live object if there is one, and the object as the apply would leave it. An object
+    /// whose namespace does not exist yet (this revision creates it) comes back as prepared.
+    pub async fn dry_run(&self, m: &Manifest) -> Result<(ObjectId, Option<Json>, Json), Error> {
+        let (ar, caps, o) = self.prepare(m)?;
+        let id = ObjectId::of(&o).ok_or_else(|| Error::Kube {
+            what: m.origin.clone(),
+            message: "no id".into(),
+        })?;
+        let api: Api<DynamicObject> = match caps.scope {
+            Scope::Namespaced => Api::namespaced_with(self.client.clone(), &id.namespace, &ar),
+            Scope::Cluster => Api::all_with(self.client.clone(), &ar),
+        };
+        let json = |d: DynamicObject| serde_json::to_value(d).unwrap_or_default();
+        let live = api
+            .get_opt(&id.name)
+            .await
+            .map_err(kube_err(format!("reading {id}")))?
+            .map(json);
+        let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
+        match api.patch(&id.name, &params, &Patch::Apply(&o)).await {
+            Ok(after) => Ok((id, live, json(after))),
+            Err(kube::Error::Api(s)) if s.code == 404 && live.is_none() => Ok((id, None, o)),
+            Err(e) => Err(kube_err(format!("dry-run of {id} ({})", m.origin))(e)),
+        }
+    }
+
     /// Applies every manifest, stage by stage; returns the new inventory. Stops at the first
     /// stage with a failure (later stages are not applied).
     pub async fn apply(

@@ -37,6 +37,9 @@ pub enum Error {
     /// Writing status failed.
     #[error("status: {0}")]
     Status(String),
+    /// The Sync does not exist.
+    #[error("{0}")]
+    NotFound(String),
 }
 
 /// Shared state of the controller.
@@ -599,8 +602,6 @@ async fn reconcile(s: Arc<Sync>, ctx: Arc<Context>) -> Result<Action, Error> {
         let result = run_sync(
             &s,
             &ctx,
-            &ns,
-            &status,
             drifted.keys().cloned().collect(),
             interval,
             cut,
@@ -844,21 +845,73 @@ fn observe(
     }
 }
 
-/// One sync of `s`. While it runs (waiting for health), the remote is polled at `interval`, as
-/// if the Sync were idle, and a new commit cuts the wait short through `cut`.
-#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
-async fn run_sync(
+/// Computes what a sync would change, for the agent's `/v1/diff` ([`crate::diff`]); any
+/// replica can (it writes nothing).
+#[derive(Clone)]
+pub struct Differ {
+    client: Client,
+    cache: GitCache,
+    keys: crate::sealing::Live,
+}
+
+impl std::fmt::Debug for Differ {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Differ").finish_non_exhaustive()
+    }
+}
+
+impl Differ {
+    /// A differ with the agent's client, Git cache and sealing keys.
+    pub fn new(client: Client, cache: GitCache, keys: crate::sealing::Live) -> Self {
+        Self { client, cache, keys }
+    }
+
+    /// What a sync of the Sync `namespace/name` would change now.
+    pub async fn diff(&self, namespace: &str, name: &str) -> Result<crate::diff::Report, Error> {
+        let api: Api<Sync> = Api::namespaced(self.client.clone(), namespace);
+        let s = api
+            .get_opt(name)
+            .await
+            .map_err(|e| Error::Status(format!("reading Sync {namespace}/{name}: {e}")))?
+            .ok_or_else(|| Error::NotFound(format!("Sync {namespace}/{name} not found")))?;
+        let (cfg, keys, last) = prepare(&s, &self.client, &self.keys, None).await?;
+        let cfg = Config {
+            skip_if_commit: None,
+            ..cfg
+        };
+        let timeout = timeout_of(&s);
+        tokio::time::timeout(
+            timeout,
+            crate::diff::diff(self.client.clone(), &self.cache, &cfg, &keys, &last),
+        )
+        .await
+        .map_err(|_| Error::Unsupported(format!("the diff did not finish within {} s", timeout.as_secs())))?
+        .map_err(Error::from)
+    }
+}
+
+/// The bound on one sync of `s` (and on each of its health waits): `spec.timeout`, 5 minutes
+/// by default.
+fn timeout_of(s: &Sync) -> Duration {
+    s.spec
+        .timeout
+        .as_deref()
+        .and_then(parse_duration)
+        .unwrap_or(Duration::from_secs(300))
+}
+
+/// What a sync of `s` needs: its configuration (no objects forced, no interrupt), its
+/// decryption keys (read from the Secret it names, and the agent's sealing keys) and its last
+/// inventory.
+pub async fn prepare(
     s: &Sync,
-    ctx: &Context,
-    ns: &str,
-    status: &SyncStatus,
-    force: std::collections::BTreeSet<String>,
-    interval: Duration,
-    cut: tokio::sync::watch::Sender<Option<String>>,
-    interrupt: crate::apply::Interrupt,
-    attempted: &mut Option<String>,
-) -> Result<sync::Outcome, Error> {
+    client: &Client,
+    sealing: &crate::sealing::Live,
+    external: Option<crate::external::Engine>,
+) -> Result<(Config, Keys, Inventory), Error> {
     use crate::source::Reference;
+    let ns = s.namespace().unwrap_or_default();
+    let status = s.status.clone().unwrap_or_default();
     let reference = match &s.spec.source.reference {
         None => Reference::Branch("main".into()),
         Some(r) => match (&r.branch, &r.tag, &r.semver, &r.commit) {
@@ -874,10 +927,10 @@ async fn run_sync(
             }
         },
     };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let (credentials, ca_pem) = match &s.spec.source.secret_ref {
         None => (crate::source::Credentials::None, None),
         Some(r) => {
-            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
             let secret = secrets
                 .get(&r.name)
                 .await
@@ -887,24 +940,23 @@ async fn run_sync(
     };
     let mut keys = Keys::default();
     if let Some(sops) = s.spec.decryption.as_ref().and_then(|d| d.sops.as_ref()) {
-        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
         let secret = secrets
             .get(&sops.secret_ref.name)
             .await
             .map_err(|e| Error::Keys(format!("secret {ns}/{}: {e}", sops.secret_ref.name)))?;
-        let data = secret.data.unwrap_or_default();
+        let mut data = secret.data.unwrap_or_default();
         let entries: Vec<(&str, &[u8])> = data.iter().map(|(k, v)| (k.as_str(), v.0.as_slice())).collect();
-        let ids = crate::keys::identities_from_secret(&format!("{ns}/{}", sops.secret_ref.name), entries)
-            .map_err(|e| Error::Keys(e.to_string()))?;
-        keys.sops = Some(ids);
+        let ids = crate::keys::identities_from_secret(&format!("{ns}/{}", sops.secret_ref.name), entries);
+        data.values_mut()
+            .for_each(|v| zeroize::Zeroize::zeroize(&mut v.0));
+        keys.sops = Some(ids.map_err(|e| Error::Keys(e.to_string()))?);
     }
     if s.spec.decryption.as_ref().and_then(|d| d.sealed_secrets) != Some(false) {
-        let ring = ctx.keys.borrow().ring.clone();
+        let ring = sealing.borrow().ring.clone();
         if !ring.is_empty() {
             keys.sealed = Some(ring);
         }
     }
-    let last = inventory_of(status);
     let cfg = Config {
         url: s.spec.source.url.clone(),
         reference,
@@ -917,23 +969,34 @@ async fn run_sync(
         allow_mass_deletion: s.spec.allow_mass_deletion == Some(true),
         credentials,
         ca_pem,
-        skip_if_commit: unchanged_commit(s, status),
-        external: ctx.external.clone(),
-        wait: None,
+        skip_if_commit: unchanged_commit(s, &status),
+        external,
+        wait: (s.spec.wait == Some(true)).then(|| timeout_of(s)),
         ignore: s.spec.ignore.clone(),
+        force: Default::default(),
+        interrupt: None,
+    };
+    Ok((cfg, keys, inventory_of(&status)))
+}
+
+/// One sync of `s`. While it runs (waiting for health), the remote is polled at `interval`, as
+/// if the Sync were idle, and a new commit cuts the wait short through `cut`.
+async fn run_sync(
+    s: &Sync,
+    ctx: &Context,
+    force: std::collections::BTreeSet<String>,
+    interval: Duration,
+    cut: tokio::sync::watch::Sender<Option<String>>,
+    interrupt: crate::apply::Interrupt,
+    attempted: &mut Option<String>,
+) -> Result<sync::Outcome, Error> {
+    let (cfg, keys, last) = prepare(s, &ctx.client, &ctx.keys, ctx.external.clone()).await?;
+    let cfg = Config {
         force,
         interrupt: Some(interrupt),
-    };
-    let timeout = s
-        .spec
-        .timeout
-        .as_deref()
-        .and_then(parse_duration)
-        .unwrap_or(Duration::from_secs(300));
-    let cfg = Config {
-        wait: (s.spec.wait == Some(true)).then_some(timeout),
         ..cfg
     };
+    let timeout = timeout_of(s);
     let work = async {
         let started = std::time::Instant::now();
         let rev = sync::fetch(&ctx.cache, &cfg).await?;
@@ -1051,6 +1114,7 @@ fn reason(e: &Error) -> &'static str {
         Error::Sync(sync::Error::Apply(_)) => "ApplyFailed",
         Error::Sync(sync::Error::Budget(_)) => "PruneBudgetExceeded",
         Error::Status(_) => "StatusFailed",
+        Error::NotFound(_) => "NotFound",
     }
 }
 

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod api;
 pub mod apply;
 pub mod controller;
+pub mod diff;
 pub mod drift;
 pub mod external;
 pub mod externals;

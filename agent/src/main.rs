@@ -163,7 +163,13 @@ async fn main() -> anyhow::Result<()> {
         Some(engine.clone()),
     );
     let metrics = ctx.metrics.clone();
-    let mut admin = admin::Admin::new(keys.clone(), args.rate_limit).with_metrics(metrics.clone());
+    let mut admin = admin::Admin::new(keys.clone(), args.rate_limit)
+        .with_metrics(metrics.clone())
+        .with_differ(controller::Differ::new(
+            client.clone(),
+            source::GitCache::new(&args.git_cache),
+            keys.clone(),
+        ));
     let readiness = admin.readiness().clone();
     if let Some(name) = &args.webhook_secret {
         let gate = readiness.gate("webhook secret");

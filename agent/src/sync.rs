@@ -146,6 +146,31 @@ pub async fn fetch(cache: &GitCache, cfg: &Config) -> Result<source::Revision, E
     )
 }
 
+/// The manifests of a fetched revision: its files rendered and decrypted, and the target
+/// namespace when `createNamespace` asks for it and the revision does not declare it.
+pub fn render_revision(
+    cfg: &Config,
+    keys: &Keys,
+    rev: &source::Revision,
+) -> Result<Vec<render::Manifest>, Error> {
+    let mut manifests = render::Directory.render(&rev.files, keys)?;
+    if let (true, Some(ns)) = (cfg.create_namespace, &cfg.target_namespace) {
+        let declared = manifests.iter().any(|m| {
+            m.object.get("kind").and_then(|k| k.as_str()) == Some("Namespace")
+                && m.object.pointer("/metadata/name").and_then(|n| n.as_str()) == Some(ns.as_str())
+        });
+        if !declared {
+            manifests.push(render::Manifest {
+                origin: "spec.createNamespace".into(),
+                object: serde_json::json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } }),
+                secret: false,
+                source_digest: None,
+            });
+        }
+    }
+    Ok(manifests)
+}
+
 /// Renders, decrypts, applies and prunes one fetched revision (`started`: when the sync
 /// began, for [`Outcome::duration`]).
 pub async fn sync_revision(
@@ -170,21 +195,7 @@ pub async fn sync_revision(
             skipped: true,
         });
     }
-    let mut manifests = render::Directory.render(&rev.files, keys)?;
-    if let (true, Some(ns)) = (cfg.create_namespace, &cfg.target_namespace) {
-        let declared = manifests.iter().any(|m| {
-            m.object.get("kind").and_then(|k| k.as_str()) == Some("Namespace")
-                && m.object.pointer("/metadata/name").and_then(|n| n.as_str()) == Some(ns.as_str())
-        });
-        if !declared {
-            manifests.push(render::Manifest {
-                origin: "spec.createNamespace".into(),
-                object: serde_json::json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } }),
-                secret: false,
-                source_digest: None,
-            });
-        }
-    }
+    let manifests = render_revision(cfg, keys, &rev)?;
     let mut applier = Applier::new(client.clone(), &cfg.owner, cfg.target_namespace.clone()).await?;
     let external = crate::externals::Externals::of(&manifests, cfg.target_namespace.as_deref());
     let engine = match (&cfg.external, external.is_empty()) {

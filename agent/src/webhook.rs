@@ -332,7 +332,7 @@ impl Receiver {
             .list(&Default::default())
             .await
             .map_err(|e| Error::Kube(e.to_string()))?;
-        let at = lockstep_formats::sops::now_rfc3339();
+        let at = lockstep_formats::sops::now_rfc3339_nanos();
         let mut triggered = Vec::new();
         for s in syncs.items.iter().filter(|s| matches(s, &push)) {
             use kube::ResourceExt;

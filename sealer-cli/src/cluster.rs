@@ -26,7 +26,7 @@ fn cluster_err(what: &str) -> impl FnOnce(String) -> CliError + '_ {
 }
 
 #[cfg(feature = "cluster")]
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     // One rustls crypto provider everywhere: aws-lc-rs.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     tokio::runtime::Builder::new_current_thread()
@@ -37,12 +37,23 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 #[cfg(feature = "cluster")]
 async fn client(c: &Controller) -> Result<kube::Client> {
+    client_for(c.kubeconfig.clone(), c.context.clone()).await
+}
+
+/// A client from a kubeconfig file and context (default: `KUBECONFIG`, `~/.kube/config`, or
+/// the pod's ServiceAccount). A `KUBECONFIG` listing several files is left to kube to read.
+#[cfg(feature = "cluster")]
+pub(crate) async fn client_for(
+    kubeconfig: Option<std::path::PathBuf>,
+    context: Option<String>,
+) -> Result<kube::Client> {
+    let kubeconfig = kubeconfig.filter(|p| !p.as_os_str().to_string_lossy().contains(':'));
     let options = kube::config::KubeConfigOptions {
-        context: c.context.clone(),
+        context: context.clone(),
         ..Default::default()
     };
     let kerr = |e: kube::config::KubeconfigError| CliError::Cluster(format!("kubeconfig: {e}"));
-    let config = match (&c.kubeconfig, &c.context) {
+    let config = match (&kubeconfig, &context) {
         (Some(path), _) => {
             let kc = kube::config::Kubeconfig::read_from(path)
                 .map_err(|e| CliError::Cluster(format!("{}: {e}", path.display())))?;
@@ -103,6 +114,18 @@ async fn call(
         Err(kube::Error::Api(s)) => Ok((s.code, s.message)),
         Err(e) => Err(CliError::Cluster(format!("{uri}: {e}"))),
     }
+}
+
+/// `(status, body)` of a POST to the agent's `endpoint` through the service proxy.
+#[cfg(feature = "cluster")]
+pub(crate) async fn post(
+    client: &kube::Client,
+    c: &Controller,
+    endpoint: &str,
+    body: Vec<u8>,
+) -> Result<(u16, String)> {
+    let base = proxy_base(client, c).await?;
+    call(client, http::Method::POST, &format!("{base}{endpoint}"), body).await
 }
 
 /// The agent's newest sealing certificate (PEM).

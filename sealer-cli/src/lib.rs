@@ -1,4 +1,5 @@
-//! The `lockstep` command line: SOPS encryption and decryption, key generation.
+//! The `lockstep` command line: SOPS encryption and decryption, sealing, key generation, and
+//! operating Syncs in a cluster ([`ops`]).
 //!
 //! The binary is a thin `main` over [`run`]. Every command computes its whole output before it
 //! writes anything, and writes files atomically (a temporary file in the same directory, then a
@@ -13,6 +14,7 @@ use lockstep_formats::sops::{self, Config, DecryptOptions, EncryptOptions, Forma
 use zeroize::Zeroizing;
 
 pub mod cluster;
+pub mod ops;
 pub mod seal;
 
 /// Lockstep's companion CLI: encrypt secrets for Git on a laptop or in CI.
@@ -37,6 +39,9 @@ pub enum Command {
     /// Generate keys.
     #[command(subcommand)]
     Keygen(KeygenCommand),
+    /// Operate Syncs in a cluster: status, history, diff, suspend, resume, reconcile.
+    #[command(flatten)]
+    Ops(ops::OpsCommand),
 }
 
 /// `lockstep sops ...`
@@ -264,6 +269,9 @@ pub enum CliError {
     /// Reaching the cluster or the agent failed, or the agent refused.
     #[error("{0}")]
     Cluster(String),
+    /// `diff` found objects that a sync would change (exit code 1, as `kubectl diff`).
+    #[error("{0} object(s) would change")]
+    Differences(usize),
 }
 
 impl CliError {
@@ -284,7 +292,7 @@ impl CliError {
             },
             CliError::Io { .. } => 2,
             CliError::Usage(_) => 8,
-            CliError::Cluster(_) => 1,
+            CliError::Cluster(_) | CliError::Differences(_) => 1,
         }
     }
 }
@@ -299,6 +307,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sops(SopsCommand::Updatekeys(a)) => updatekeys(a),
         Command::Sops(SopsCommand::Rotate(a)) => rotate(a),
         Command::Seal(a) => seal::run(a),
+        Command::Ops(c) => ops::run(c),
         Command::Keygen(KeygenCommand::Age { output }) => keygen_age(output.as_deref()),
         Command::Keygen(KeygenCommand::Sealing {
             in_cluster: true,

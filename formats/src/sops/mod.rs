@@ -257,6 +257,22 @@ pub fn now_rfc3339() -> String {
     )
 }
 
+/// The current UTC time as RFC 3339 with nanoseconds (`2026-01-02T03:04:05.123456789Z`): a
+/// value that differs between two calls, for request annotations.
+pub fn now_rfc3339_nanos() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        now.nanosecond()
+    )
+}
+
 /// Re-wraps the data key for new key groups, leaving values, MAC and `lastmodified` untouched
 /// (`sops updatekeys`). Returns `None` when the file already has exactly these recipients.
 pub fn update_keys(
