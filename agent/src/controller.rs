@@ -249,36 +249,20 @@ pub async fn run_until(
     let controller = Controller::new(syncs.clone(), watcher::Config::default());
     let store = controller.store();
     let _ = ctx.syncs.set(store.clone());
-    // Drift is watched from the start (what drifted while the agent was down included), not
-    // from each Sync's first reconcile.
-    let seed = {
-        let (store, drift) = (store.clone(), ctx.drift.clone());
-        tokio::spawn(async move {
-            if store.wait_until_ready().await.is_err() {
-                return;
-            }
-            for s in store.state() {
-                let Some(st) = &s.status else { continue };
-                let owner = format!("{}.{}", s.namespace().unwrap_or_default(), s.name_any());
-                drift
-                    .track(&owner, &inventory_of(st), s.spec.self_heal != Some(false))
-                    .await;
-            }
-            drift.wait_listed().await;
-            if let Some(g) = ready {
-                g.open();
-            }
-        })
-    };
     // A second watch of Syncs, for what the controller's own does not do: a deleted Sync's
     // series and drift watches go (labels stay bounded by the Syncs that exist); a change to a
     // Sync cuts short a wait of its reconcile in progress; a change to a Sync triggers the
-    // Syncs that depend on it.
+    // Syncs that depend on it; and its first list starts the drift watches over every
+    // inventory (so drift is watched from the start, what drifted while the agent was down
+    // included) and, once they have listed, opens `ready`. (Nothing else may wait on the
+    // controller's store: kube-runtime wakes only one of several tasks waiting for it.)
     let (dependents_tx, dependents_rx) = tokio::sync::mpsc::unbounded_channel();
     let side_ctx = ctx.clone();
-    let side = watcher::watcher(syncs, watcher::Config::default())
-        .default_backoff()
-        .for_each(move |e| {
+    let side = tokio::spawn(async move {
+        let mut events =
+            std::pin::pin!(watcher::watcher(syncs, watcher::Config::default()).default_backoff());
+        let (mut ready, mut listed) = (ready, Vec::new());
+        while let Some(e) = events.next().await {
             match e {
                 Ok(watcher::Event::Delete(s)) => {
                     let ns = s.namespace().unwrap_or_default();
@@ -290,12 +274,24 @@ pub async fn run_until(
                     for d in dependents(&store.state(), &s) {
                         let _ = dependents_tx.send(d);
                     }
+                    if ready.is_some() {
+                        listed.push(s);
+                    }
                 }
-                _ => {}
+                Ok(watcher::Event::InitDone) => {
+                    if let Some(g) = ready.take() {
+                        tokio::spawn(watch_inventories(
+                            side_ctx.drift.clone(),
+                            std::mem::take(&mut listed),
+                            g,
+                        ));
+                    }
+                }
+                Ok(watcher::Event::Init) => {}
+                Err(e) => tracing::debug!(error = %e, "watching Syncs"),
             }
-            std::future::ready(())
-        });
-    let side = tokio::spawn(side);
+        }
+    });
     let stop_ctx = ctx.clone();
     let stopping = async move {
         shutdown.await;
@@ -316,7 +312,20 @@ pub async fn run_until(
         })
         .await;
     side.abort();
-    seed.abort();
+}
+
+/// Starts drift watches over the inventories of `syncs` (the first list), then opens `ready`
+/// once they have all listed.
+async fn watch_inventories(drift: crate::drift::Tracker, syncs: Vec<Sync>, ready: crate::admin::Gate) {
+    for s in &syncs {
+        let Some(st) = &s.status else { continue };
+        let owner = format!("{}.{}", s.namespace().unwrap_or_default(), s.name_any());
+        let heal = s.spec.self_heal != Some(false) && s.spec.suspend != Some(true);
+        drift.track(&owner, &inventory_of(st), heal).await;
+    }
+    drift.wait_listed().await;
+    tracing::debug!(syncs = syncs.len(), "Syncs and their objects listed");
+    ready.open();
 }
 
 fn error_policy(s: Arc<Sync>, e: &Error, _ctx: Arc<Context>) -> Action {

@@ -144,7 +144,10 @@ impl KeyStore {
     /// Generates and stores a new active key (RSA-`bits`, certificate valid `ttl_days`).
     /// Returns the new Secret's name.
     pub async fn renew(&self, bits: usize, ttl_days: i64) -> Result<String, Error> {
-        let (key, cert) = sealed::generate_key_pair(bits, "", ttl_days)?;
+        // Seconds of RSA work: off the async threads, which must keep renewing the lease.
+        let (key, cert) = tokio::task::spawn_blocking(move || sealed::generate_key_pair(bits, "", ttl_days))
+            .await
+            .map_err(|e| lockstep_formats::Error::Sealed(format!("generating a key: {e}")))??;
         let secret: Secret = serde_json::from_value(sealed::key_secret(&key, &cert))
             .map_err(|e| lockstep_formats::Error::Sealed(format!("a key Secret: {e}")))?;
         let created = self

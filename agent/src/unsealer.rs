@@ -25,7 +25,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use lockstep_formats::sealed::{self, object::Takeover};
 use serde_json::{Value as Json, json};
@@ -113,17 +113,23 @@ pub async fn run(
         recorder,
     });
     info!("SealedSecret controller started");
-    let controller = Controller::new_with(api, watcher::Config::default(), ar);
-    if let Some(g) = ready {
-        let store = controller.store();
-        tokio::spawn(async move {
-            if store.wait_until_ready().await.is_ok() {
+    // The controller is fed by our own watch, so that its first list can open `ready` (a
+    // second task waiting on the controller's store would not be woken reliably).
+    let writer = kube::runtime::reflector::store::Writer::new(ar.clone());
+    let reader = writer.as_reader();
+    let objects = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .inspect(move |e| {
+            if let Ok(watcher::Event::InitDone) = e
+                && let Some(g) = ready.take()
+            {
                 g.open();
             }
-        });
-    }
+        })
+        .applied_objects();
     // Our own status writes trigger one more reconcile, which finds nothing to write.
-    controller
+    Controller::for_stream_with(objects, reader, ar)
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {

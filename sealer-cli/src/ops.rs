@@ -237,9 +237,25 @@ pub fn diff_text(report: &Json) -> (String, usize) {
     (out, changes.len())
 }
 
-/// Runs an operations command.
+/// Runs an operations command, printing to standard output.
 pub fn run(cmd: OpsCommand) -> Result<()> {
-    imp::run(cmd)
+    run_to(cmd, &mut std::io::stdout().lock())
+}
+
+/// Runs an operations command, writing its output (tables, diffs) to `out`; progress and
+/// errors go to standard error.
+pub fn run_to(cmd: OpsCommand, out: &mut dyn std::io::Write) -> Result<()> {
+    imp::run(cmd, out)
+}
+
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))] // the offline build prints nothing
+fn emit(out: &mut dyn std::io::Write, text: &str) -> Result<()> {
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|source| CliError::Io {
+            path: "standard output".into(),
+            source,
+        })
 }
 
 #[cfg(feature = "cluster")]
@@ -279,20 +295,20 @@ mod imp {
         serde_json::to_value(o).unwrap_or_default()
     }
 
-    pub(super) fn run(cmd: OpsCommand) -> Result<()> {
+    pub(super) fn run(cmd: OpsCommand, out: &mut dyn std::io::Write) -> Result<()> {
         cluster::runtime()?.block_on(async move {
             match cmd {
                 OpsCommand::Status {
                     target,
                     all_namespaces,
-                } => status(&target, all_namespaces).await,
-                OpsCommand::History { sync, target } => history(&target, &sync).await,
+                } => status(&target, all_namespaces, out).await,
+                OpsCommand::History { sync, target } => history(&target, &sync, out).await,
                 OpsCommand::Diff {
                     sync,
                     target,
                     controller_namespace,
                     controller_name,
-                } => diff(&target, &sync, controller_namespace, controller_name).await,
+                } => diff(&target, &sync, controller_namespace, controller_name, out).await,
                 OpsCommand::Suspend { sync, target } => suspend(&target, &sync, true, None).await,
                 OpsCommand::Resume { sync, target, wait } => suspend(&target, &sync, false, Some(wait)).await,
                 OpsCommand::Reconcile { sync, target, wait } => {
@@ -303,7 +319,7 @@ mod imp {
         })
     }
 
-    async fn status(t: &Target, all: bool) -> Result<()> {
+    async fn status(t: &Target, all: bool, out: &mut dyn std::io::Write) -> Result<()> {
         let (client, ns) = connect(t).await?;
         let api = syncs(&client, (!all).then_some(ns.as_str()));
         let list = api.list(&Default::default()).await.map_err(kerr(format!(
@@ -329,14 +345,13 @@ mod imp {
                 vec![r.namespace, r.name, r.ready, r.healthy, r.revision, r.message]
             })
             .collect();
-        print!(
-            "{}",
-            table(
+        emit(
+            out,
+            &table(
                 &["NAMESPACE", "NAME", "READY", "HEALTHY", "REVISION", "MESSAGE"],
-                &rows
-            )
-        );
-        Ok(())
+                &rows,
+            ),
+        )
     }
 
     async fn get(client: &kube::Client, ns: &str, name: &str) -> Result<Json> {
@@ -347,7 +362,7 @@ mod imp {
             .map_err(kerr(format!("Sync {ns}/{name}")))
     }
 
-    async fn history(t: &Target, name: &str) -> Result<()> {
+    async fn history(t: &Target, name: &str, out: &mut dyn std::io::Write) -> Result<()> {
         let (client, ns) = connect(t).await?;
         let s = get(&client, &ns, name).await?;
         let entries = s
@@ -372,11 +387,10 @@ mod imp {
                 ]
             })
             .collect();
-        print!(
-            "{}",
-            table(&["TIME", "REVISION", "RESULT", "APPLIED", "PRUNED"], &rows)
-        );
-        Ok(())
+        emit(
+            out,
+            &table(&["TIME", "REVISION", "RESULT", "APPLIED", "PRUNED"], &rows),
+        )
     }
 
     async fn diff(
@@ -384,6 +398,7 @@ mod imp {
         name: &str,
         controller_namespace: String,
         controller_name: String,
+        out: &mut dyn std::io::Write,
     ) -> Result<()> {
         let (client, ns) = connect(t).await?;
         let agent = cluster::Controller {
@@ -403,8 +418,8 @@ mod imp {
         }
         let report: Json = serde_json::from_str(&text)
             .map_err(|e| CliError::Cluster(format!("the agent's diff is not JSON: {e}")))?;
-        let (out, n) = diff_text(&report);
-        print!("{out}");
+        let (text, n) = diff_text(&report);
+        emit(out, &text)?;
         if n > 0 {
             return Err(CliError::Differences(n));
         }
@@ -480,7 +495,7 @@ mod imp {
 mod imp {
     use super::*;
 
-    pub(super) fn run(_cmd: OpsCommand) -> Result<()> {
+    pub(super) fn run(_cmd: OpsCommand, _out: &mut dyn std::io::Write) -> Result<()> {
         Err(CliError::Usage(
             "this build of lockstep is offline-only (built without the `cluster` feature)".into(),
         ))

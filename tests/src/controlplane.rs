@@ -344,7 +344,8 @@ impl ControlPlane {
             c.arg(format!("--kubeconfig={}", cp.admin_kubeconfig.display()))
                 .args(["--leader-elect=false", "--bind-address=127.0.0.1"])
                 .arg(format!("--secure-port={kcm_port}"))
-                .arg("--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token")
+                .arg("--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token,horizontalpodautoscaling")
+                .arg("--horizontal-pod-autoscaler-sync-period=2s")
                 .arg(format!(
                     "--service-account-private-key-file={}",
                     d.join("sa.key").display()

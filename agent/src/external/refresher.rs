@@ -78,23 +78,26 @@ pub async fn run(
 ) {
     let api: kube::Api<ExternalSecret> = kube::Api::all(client.clone());
     let (reader, writer) = reflector::store();
-    if let Some(g) = ready {
-        let reader = reader.clone();
-        let crds: kube::Api<
-            k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-        > = kube::Api::all(client);
-        tokio::spawn(async move {
-            // Without the CRD there is nothing to list, which is not a reason to be unready.
-            if let Ok(None) = crds.get_opt("externalsecrets.external-secrets.io").await {
-                tracing::info!("the ExternalSecret CRD is not installed; refreshing none until it is");
-            } else if reader.wait_until_ready().await.is_err() {
-                return;
-            }
-            g.open();
-        });
+    let crds: kube::Api<
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    > = kube::Api::all(client);
+    let mut ready = ready;
+    // Without the CRD there is nothing to list, which is not a reason to be unready.
+    if let Ok(None) = crds.get_opt("externalsecrets.external-secrets.io").await
+        && let Some(g) = ready.take()
+    {
+        tracing::info!("the ExternalSecret CRD is not installed; refreshing none until it is");
+        g.open();
     }
     let stream = reflector(writer, watcher(api, watcher::Config::default()))
         .default_backoff()
+        .inspect(move |e| {
+            if let Ok(watcher::Event::InitDone) = e
+                && let Some(g) = ready.take()
+            {
+                g.open();
+            }
+        })
         .touched_objects();
     let mut stream = Box::pin(stream);
     // uid → (consecutive failures, not before).
