@@ -372,7 +372,47 @@ async fn two_replicas_elect_a_leader_take_webhooks_fail_over_and_answer_the_cli(
     let (status, body) = github_push(follower.port, &url, "refs/heads/feature", HOOK_SECRET);
     assert_eq!((status, body.trim()), (200, r#"{"triggered":[]}"#));
     assert_eq!(syncs.get("app").await.unwrap().metadata.annotations, before);
+    // GitLab's token and a generic signed body trigger the same Sync.
+    let gitlab = json!({ "ref": "refs/heads/main", "project": { "git_http_url": url } }).to_string();
+    let (status, body) = http(
+        follower.port,
+        "POST",
+        "/hook/gitlab",
+        &[
+            ("X-Gitlab-Event", "Push Hook"),
+            ("X-Gitlab-Token", &format!("{HOOK_SECRET}-gitlab")),
+        ],
+        gitlab.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&format!("{ns}/app")), "{body}");
+    let generic = json!({ "repository": url }).to_string();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(format!("{HOOK_SECRET}-ci").as_bytes()).unwrap();
+    mac.update(generic.as_bytes());
+    let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let (status, body) = http(
+        follower.port,
+        "POST",
+        "/hook/generic",
+        &[("X-Signature", &sig)],
+        generic.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&format!("{ns}/app")), "{body}");
     let fm = follower.metrics();
+    for provider in ["gitlab", "generic"] {
+        assert_eq!(
+            metric(
+                &fm,
+                "lockstep_webhook_requests_total",
+                &[&format!("provider=\"{provider}\""), r#"result="triggered""#]
+            ),
+            Some(1.0),
+            "{fm}"
+        );
+    }
     assert_eq!(
         metric(
             &fm,

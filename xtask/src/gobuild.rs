@@ -1,5 +1,6 @@
 //! Building Go peers from the Go module proxy: the Kubernetes control plane (the envtest
-//! approach, without downloading envtest's prebuilt archives) and sealed-secrets.
+//! approach, without downloading envtest's prebuilt archives), sealed-secrets, and Flux's
+//! source-controller and kustomize-controller (the benchmarks' peer).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -149,6 +150,85 @@ pub fn sealed_secrets(cache: &Path, version: &str) -> Result<()> {
     }
     for (b, name) in names {
         link(&out.join(b), &cache.join("bin").join(name))?;
+    }
+    Ok(())
+}
+
+/// Flux's `source-controller` and `kustomize-controller` and their CRDs, into
+/// `<cache>/flux-<kustomize>-<source>/`. Each module is copied from the module cache, with its
+/// nested `api` module (the proxy's zip leaves nested modules out) where its `replace` points,
+/// and built there: their go.mod files carry replaces, so `go install module@version` refuses
+/// them.
+pub fn flux(cache: &Path, kustomize: &str, source: &str) -> Result<()> {
+    let out = cache.join(format!("flux-{kustomize}-{source}"));
+    let controllers = [("kustomize-controller", kustomize), ("source-controller", source)];
+    if controllers.iter().all(|(c, _)| out.join(c).is_file()) {
+        eprintln!("    cached in {}", out.display());
+    } else {
+        let go = go_toolchain()?;
+        let crds = out.join("crds");
+        std::fs::create_dir_all(&crds)?;
+        for (c, version) in controllers {
+            if out.join(c).is_file() {
+                continue;
+            }
+            let dir = |module: &str| -> Result<PathBuf> {
+                let info = go_output(Command::new(&go).args(["mod", "download", "-json", module]))
+                    .with_context(|| format!("downloading {module} from the Go module proxy"))?;
+                json_field(&info, "Dir")
+                    .map(PathBuf::from)
+                    .with_context(|| format!("`go mod download -json {module}` gave no Dir"))
+            };
+            let module = dir(&format!("github.com/fluxcd/{c}@{version}"))?;
+            let api = dir(&format!("github.com/fluxcd/{c}/api@{version}"))?;
+            let src = cache.join(format!("flux-src/{c}-{version}"));
+            if src.exists() {
+                std::fs::remove_dir_all(&src)?;
+            }
+            copy_tree(&module, &src)?;
+            copy_tree(&api, &src.join("api"))?;
+            let mut build = Command::new(&go);
+            build
+                .current_dir(&src)
+                .env("CGO_ENABLED", "0")
+                .args(["build", "-trimpath", "-ldflags", "-s -w", "-o"])
+                .arg(out.join(c))
+                .arg(".");
+            heartbeat(
+                &format!("building {c} {version} (about 5 minutes on 2 cores)"),
+                || go_run(&mut build),
+            )
+            .with_context(|| format!("building {c} failed"))?;
+            for entry in std::fs::read_dir(src.join("config/crd/bases"))? {
+                let p = entry?.path();
+                if let Some(name) = p.file_name() {
+                    std::fs::copy(&p, crds.join(name))?;
+                }
+            }
+            std::fs::remove_dir_all(&src)?;
+        }
+    }
+    for (c, _) in controllers {
+        link(&out.join(c), &cache.join("bin").join(c))?;
+    }
+    link(&out.join("crds"), &cache.join("flux-crds"))
+}
+
+/// Copies a directory tree (module cache trees are read-only; the copy is writable).
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+            let mut perm = std::fs::metadata(&target)?.permissions();
+            #[allow(clippy::permissions_set_readonly_false)] // our own copy, in our own cache
+            perm.set_readonly(false);
+            std::fs::set_permissions(&target, perm)?;
+        }
     }
     Ok(())
 }

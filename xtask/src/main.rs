@@ -74,6 +74,7 @@ fn main() -> Result<()> {
         }
         Cmd::Bench => {
             setup()?;
+            peers::bench_setup(&cache_dir())?;
             step("cargo bench", || {
                 run(Command::new(cargo())
                     .current_dir(&root)

@@ -18,6 +18,29 @@ pub const KUBERNETES_VERSION: &str = "v1.36.3";
 /// Bitnami sealed-secrets (kubeseal and the controller), from the Go module proxy.
 pub const SEALED_SECRETS_VERSION: &str = "v0.36.6";
 
+/// Flux's kustomize-controller, the peer of the reconcile benchmark (the newest release whose
+/// dependencies the module proxy serves on Go 1.26).
+pub const FLUX_KUSTOMIZE_CONTROLLER_VERSION: &str = "v1.9.6";
+/// Flux's source-controller (v1.9.4 and later need `github.com/fluxcd/pkg/artifact` versions
+/// the module proxy does not serve).
+pub const FLUX_SOURCE_CONTROLLER_VERSION: &str = "v1.9.3";
+
+/// What the benchmarks need beyond the test suites' peers: Flux.
+pub fn bench_setup(cache: &Path) -> Result<()> {
+    step(
+        &format!(
+            "Flux kustomize-controller {FLUX_KUSTOMIZE_CONTROLLER_VERSION} and source-controller {FLUX_SOURCE_CONTROLLER_VERSION} (Go module proxy)"
+        ),
+        || {
+            crate::gobuild::flux(
+                cache,
+                FLUX_KUSTOMIZE_CONTROLLER_VERSION,
+                FLUX_SOURCE_CONTROLLER_VERSION,
+            )
+        },
+    )
+}
+
 /// Everything the test suites need.
 pub fn setup(cache: &Path) -> Result<()> {
     let bin = cache.join("bin");
