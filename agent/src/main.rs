@@ -171,6 +171,14 @@ async fn main() -> anyhow::Result<()> {
             keys.clone(),
         ));
     let readiness = admin.readiness().clone();
+    // /v1/cert.pem has nothing to serve before a sealing key exists (the leader makes the first).
+    let key_gate = readiness.gate("a sealing key");
+    let mut waiting = keys.clone();
+    tokio::spawn(async move {
+        if waiting.wait_for(|k| k.newest.is_some()).await.is_ok() {
+            key_gate.open();
+        }
+    });
     if let Some(name) = &args.webhook_secret {
         let gate = readiness.gate("webhook secret");
         let secrets = webhook::watch_secret(client.clone(), &args.namespace, name, move || gate.open());

@@ -26,6 +26,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, PostParams};
 use lockstep_agent::api::Sync;
+use lockstep_agent::controller::RECONCILE_ANNOTATION;
 use lockstep_tests::controlplane::{ControlPlane, install_crypto_provider};
 use lockstep_tests::services::{self, http};
 use lockstep_tests::{AgeKey, git, peer, run};
@@ -263,7 +264,14 @@ async fn two_replicas_elect_a_leader_take_webhooks_fail_over_and_answer_the_cli(
     secrets
         .create(
             &PostParams::default(),
-            &secret("hooks", json!({ "github": HOOK_SECRET })),
+            &secret(
+                "hooks",
+                json!({
+                    "github": HOOK_SECRET,
+                    "gitlab": format!("{HOOK_SECRET}-gitlab"),
+                    "generic": format!("{HOOK_SECRET}-ci"),
+                }),
+            ),
         )
         .await
         .unwrap();
@@ -422,6 +430,24 @@ async fn two_replicas_elect_a_leader_take_webhooks_fail_over_and_answer_the_cli(
         Some(1.0),
         "{fm}"
     );
+
+    // Let the syncs those requests asked for finish before the next commit.
+    eventually(
+        "the webhook requests handled",
+        Duration::from_secs(20),
+        &[&leader, &follower],
+        async || {
+            let s = syncs.get("app").await.unwrap();
+            let asked = s
+                .metadata
+                .annotations
+                .as_ref()?
+                .get(RECONCILE_ANNOTATION)?
+                .clone();
+            (s.status?.last_handled_reconcile_at.as_deref() == Some(asked.as_str())).then_some(())
+        },
+    )
+    .await;
 
     // lockstep diff, through the service proxy to a replica: a ConfigMap change and a new
     // Secret value, the value never shown; then reconcile applies them and the diff is empty.
