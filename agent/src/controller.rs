@@ -450,38 +450,10 @@ fn dependency_ready(d: &Sync) -> Result<(), String> {
     }
 }
 
-/// Go-style durations: `30s`, `5m`, `1h`, `1h30m`.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let mut total = 0u64;
-    let mut num = String::new();
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let n: u64 = num.parse().ok()?;
-        num.clear();
-        total += n * match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            _ => return None,
-        };
-    }
-    if !num.is_empty() {
-        return None;
-    }
-    (total > 0).then(|| Duration::from_secs(total))
-}
-
-/// [`parse_duration`], with `0` (or `0s`, `0m0s`, ...) meaning zero (a switch-off).
-pub fn parse_duration_or_zero(s: &str) -> Option<Duration> {
-    if !s.is_empty() && s.chars().all(|c| matches!(c, '0' | 's' | 'm' | 'h')) && s.starts_with('0') {
-        Some(Duration::ZERO)
-    } else {
-        parse_duration(s)
-    }
-}
+/// Go-style durations: `30s`, `5m`, `1h`, `1h30m` ([`lockstep_formats::duration::parse`]).
+pub use lockstep_formats::duration::parse as parse_duration;
+/// [`parse_duration`], with `0` meaning zero (a switch-off).
+pub use lockstep_formats::duration::parse_or_zero as parse_duration_or_zero;
 
 /// The Sync the agent creates at start-up from its flags (`--bootstrap-*`).
 #[derive(Clone, Debug)]
@@ -1475,14 +1447,5 @@ mod tests {
             });
             assert_eq!(due(&s, t0 + 1, Duration::from_secs(600)), None, "{reason}");
         }
-    }
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
-        assert_eq!(parse_duration("5"), None);
-        assert_eq!(parse_duration("5d"), None);
     }
 }

@@ -8,6 +8,7 @@
 //! * [`sealed`]: Bitnami Sealed Secrets (hybrid RSA-OAEP + AES-GCM, scopes, keys, objects).
 //! * [`secret`]: zeroizing byte buffers with redacting `Debug`.
 
+pub mod duration;
 pub mod error;
 pub mod sealed;
 pub mod secret;

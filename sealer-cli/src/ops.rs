@@ -5,7 +5,6 @@
 //! the agent holds the decryption keys. Nothing here shows a secret value.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use serde_json::Value as Json;
@@ -446,7 +445,7 @@ mod imp {
     }
 
     async fn reconcile(client: &kube::Client, ns: &str, name: &str, wait: &Wait) -> Result<()> {
-        let timeout = parse_duration(&wait.timeout)
+        let timeout = lockstep_formats::duration::parse(&wait.timeout)
             .ok_or_else(|| CliError::Usage(format!("--timeout {:?} is not a Go duration", wait.timeout)))?;
         let at = lockstep_formats::sops::now_rfc3339_nanos();
         let patch = serde_json::json!({ "metadata": { "annotations": { RECONCILE_ANNOTATION: at } } });
@@ -486,7 +485,7 @@ mod imp {
                     timeout.as_secs()
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     }
 }
@@ -500,28 +499,6 @@ mod imp {
             "this build of lockstep is offline-only (built without the `cluster` feature)".into(),
         ))
     }
-}
-
-/// Go-style durations: `30s`, `5m`, `1h30m`.
-#[cfg_attr(not(feature = "cluster"), allow(dead_code))] // the offline build waits for nothing
-fn parse_duration(s: &str) -> Option<Duration> {
-    let mut total = 0u64;
-    let mut num = String::new();
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let n: u64 = num.parse().ok()?;
-        num.clear();
-        total += n * match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            _ => return None,
-        };
-    }
-    (num.is_empty() && total > 0).then(|| Duration::from_secs(total))
 }
 
 #[cfg(test)]
@@ -561,6 +538,5 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("main@sha1:abc: 2 to change, 2 unchanged\n"));
-        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
     }
 }
