@@ -208,7 +208,7 @@ async fn run(flux_crds: &Path) {
         std::fs::write(repo.join(format!("cm/cm-{i}.yaml")), cm(i, &format!("value-{i}"))).unwrap();
     }
     let age = AgeKey::generate(w, "age.txt");
-    let mut children = Vec::new();
+    let mut encrypt = Vec::new();
     for i in 0..SECRETS {
         let p = repo.join(format!("secrets/sops-{i}.yaml"));
         std::fs::write(
@@ -218,30 +218,13 @@ async fn run(flux_crds: &Path) {
             ),
         )
         .unwrap();
-        children.push(
-            Command::new(peer("sops"))
-                .args([
-                    "encrypt",
-                    "-i",
-                    "--age",
-                    &age.recipient,
-                    "--encrypted-regex",
-                    "^(data|stringData)$",
-                ])
-                .arg(&p)
-                .env("HOME", w)
-                .spawn()
-                .unwrap(),
-        );
-        if children.len() == 4 {
-            for mut c in children.drain(..) {
-                assert!(c.wait().unwrap().success());
-            }
-        }
+        encrypt.push(p);
     }
-    for mut c in children {
-        assert!(c.wait().unwrap().success());
-    }
+    lockstep_tests::sops_encrypt(
+        &encrypt.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
+        &age.recipient,
+        w,
+    );
     git(&repo, &["add", "-A"]);
     git(&repo, &["commit", "-qm", "bench"]);
     let root = w.join("srv");

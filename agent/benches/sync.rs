@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -113,7 +113,7 @@ fn main() {
         std::fs::write(plain.join(format!("cm-{i}.yaml")), &cm).unwrap();
     }
     let age = AgeKey::generate(w, "age.txt");
-    let mut children = Vec::new();
+    let mut encrypt = Vec::new();
     for i in 0..100 {
         let s = format!(
             "apiVersion: v1\nkind: Secret\nmetadata:\n  name: sops-{i}\nstringData:\n  password: pw-{i}\n  user: u-{i}\n"
@@ -121,30 +121,13 @@ fn main() {
         std::fs::write(plain.join(format!("sops-{i}.yaml")), &s).unwrap();
         let p = repo.join(format!("secrets/sops-{i}.yaml"));
         std::fs::write(&p, &s).unwrap();
-        children.push(
-            Command::new(peer("sops"))
-                .args([
-                    "encrypt",
-                    "-i",
-                    "--age",
-                    &age.recipient,
-                    "--encrypted-regex",
-                    "^(data|stringData)$",
-                ])
-                .arg(&p)
-                .env("HOME", w)
-                .spawn()
-                .unwrap(),
-        );
-        if children.len() == 4 {
-            for mut c in children.drain(..) {
-                assert!(c.wait().unwrap().success());
-            }
-        }
+        encrypt.push(p);
     }
-    for mut c in children {
-        assert!(c.wait().unwrap().success());
-    }
+    lockstep_tests::sops_encrypt(
+        &encrypt.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
+        &age.recipient,
+        w,
+    );
     let (skey, scert) = sealed::generate_key_pair(4096, "bench", 30).unwrap();
     std::fs::write(w.join("tls.crt"), &scert).unwrap();
     let mut input = String::new();

@@ -674,10 +674,32 @@ fn blocked_status(prev: &SyncStatus, b: &Blocked, generation: Option<i64>) -> Sy
         Blocked::Cycle(m) => ("DependencyCycle", m, true),
     };
     let mut st = prev.clone();
-    let mut conditions = vec![
-        condition(&prev.conditions, "Ready", "False", reason, msg, generation),
+    st.conditions = not_ready(
+        &prev.conditions,
+        reason,
+        msg,
+        stalled,
+        if stalled { msg } else { "" },
+        generation,
+    );
+    st.conditions.extend(healthy_condition(prev).cloned());
+    st
+}
+
+/// `Ready: False` with `reason` and `message`, and `Reconciling`/`Stalled` as a stalled (or
+/// retrying) Sync has them; `Stalled` carries `stalled_message`.
+fn not_ready(
+    prev: &[Condition],
+    reason: &str,
+    message: &str,
+    stalled: bool,
+    stalled_message: &str,
+    generation: Option<i64>,
+) -> Vec<Condition> {
+    vec![
+        condition(prev, "Ready", "False", reason, message, generation),
         condition(
-            &prev.conditions,
+            prev,
             "Reconciling",
             if stalled { "False" } else { "True" },
             reason,
@@ -685,17 +707,14 @@ fn blocked_status(prev: &SyncStatus, b: &Blocked, generation: Option<i64>) -> Sy
             generation,
         ),
         condition(
-            &prev.conditions,
+            prev,
             "Stalled",
             if stalled { "True" } else { "False" },
             reason,
-            if stalled { msg } else { "" },
+            stalled_message,
             generation,
         ),
-    ];
-    conditions.extend(healthy_condition(prev).cloned());
-    st.conditions = conditions;
-    st
+    ]
 }
 
 /// Sets (or replaces) the `Healthy` condition from a health reading.
@@ -1200,25 +1219,7 @@ fn next_status(
             }
             // Errors that a retry cannot fix stall the Sync until Git or the spec changes.
             let stalled = matches!(r, "RenderFailed" | "Unsupported" | "PruneBudgetExceeded");
-            st.conditions = vec![
-                condition(&prev.conditions, "Ready", "False", r, &msg, generation),
-                condition(
-                    &prev.conditions,
-                    "Reconciling",
-                    if stalled { "False" } else { "True" },
-                    r,
-                    "",
-                    generation,
-                ),
-                condition(
-                    &prev.conditions,
-                    "Stalled",
-                    if stalled { "True" } else { "False" },
-                    r,
-                    &msg,
-                    generation,
-                ),
-            ];
+            st.conditions = not_ready(&prev.conditions, r, &msg, stalled, &msg, generation);
             // The objects' health: what a failed wait found, or as it was.
             if r == "HealthCheckFailed" {
                 st.conditions.push(condition(

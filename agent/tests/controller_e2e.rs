@@ -8,7 +8,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,9 +16,9 @@ use kube::api::{Api, PostParams};
 use lockstep_agent::api::Sync;
 use lockstep_agent::controller::{self, Context};
 use lockstep_agent::source::GitCache;
+use lockstep_tests::AgeKey;
 use lockstep_tests::controlplane::ControlPlane;
 use lockstep_tests::git;
-use lockstep_tests::{AgeKey, peer, run};
 use serde_json::json;
 
 const CANARY: &str = "CANARY-controller-value";
@@ -79,17 +78,7 @@ async fn a_sync_object_is_reconciled_and_a_bad_commit_stalls_it() {
         format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: {CANARY}\n"),
     )
     .unwrap();
-    let mut c = Command::new(peer("sops"));
-    c.current_dir(r).args([
-        "encrypt",
-        "-i",
-        "--age",
-        &age.recipient,
-        "--encrypted-regex",
-        "^(data|stringData)$",
-        "app/db.sops.yaml",
-    ]);
-    assert!(run(&mut c, r, None).status.success());
+    lockstep_tests::sops_encrypt(&[&r.join("app/db.sops.yaml")], &age.recipient, r);
     git(r, &["add", "-A"]);
     git(r, &["commit", "-qm", "one"]);
     let key_secret: Secret = serde_json::from_value(json!({

@@ -19,23 +19,8 @@ use lockstep_agent::api::Sync;
 use lockstep_agent::controller::{self, Context};
 use lockstep_agent::source::GitCache;
 use lockstep_tests::controlplane::ControlPlane;
-use lockstep_tests::git;
+use lockstep_tests::{eventually, git};
 use serde_json::json;
-
-async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
-    secs: u64,
-    what: &str,
-    mut f: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(t) = f().await {
-            return t;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 fn deployment(name: &str, replicas: i32) -> String {
     format!(

@@ -27,7 +27,7 @@ use lockstep_agent::api::{Condition, Sync};
 use lockstep_agent::controller::{self, Context, RECONCILE_ANNOTATION};
 use lockstep_agent::source::GitCache;
 use lockstep_tests::controlplane::ControlPlane;
-use lockstep_tests::git;
+use lockstep_tests::{eventually, git};
 use serde_json::json;
 
 const GADGET_CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
@@ -46,21 +46,6 @@ spec:
       schema:
         openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
 "#;
-
-async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
-    secs: u64,
-    what: &str,
-    mut f: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(t) = f().await {
-            return t;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 fn gadget(name: &str, wave: i64) -> String {
     format!(

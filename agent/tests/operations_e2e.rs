@@ -29,7 +29,7 @@ use lockstep_agent::api::Sync;
 use lockstep_agent::controller::RECONCILE_ANNOTATION;
 use lockstep_tests::controlplane::{ControlPlane, install_crypto_provider};
 use lockstep_tests::services::{self, http};
-use lockstep_tests::{AgeKey, git, peer, run};
+use lockstep_tests::{AgeKey, git};
 use serde_json::json;
 
 const CANARY: &str = "CANARY-operations-secret-value";
@@ -208,18 +208,7 @@ async fn two_replicas_elect_a_leader_take_webhooks_fail_over_and_answer_the_cli(
             ),
         )
         .unwrap();
-        let mut c = Command::new(peer("sops"));
-        c.current_dir(&work).args([
-            "encrypt",
-            "-i",
-            "--age",
-            &age.recipient,
-            "--encrypted-regex",
-            "^(data|stringData)$",
-            "db.sops.yaml",
-        ]);
-        let out = run(&mut c, h, None);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        lockstep_tests::sops_encrypt(&[&work.join("db.sops.yaml")], &age.recipient, h);
     };
     seal(CANARY);
     git(&work, &["add", "-A"]);

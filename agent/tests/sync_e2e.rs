@@ -105,18 +105,7 @@ async fn secrets_first_prune_safely_and_stop_on_bad_sops() {
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  namespace: {ns}\nstringData:\n  password: {CANARY}\n"
     );
     w("deploy/app/db.sops.yaml", &plain);
-    let mut c = Command::new(peer("sops"));
-    c.current_dir(r).args([
-        "encrypt",
-        "-i",
-        "--age",
-        &age.recipient,
-        "--encrypted-regex",
-        "^(data|stringData)$",
-        "deploy/app/db.sops.yaml",
-    ]);
-    let out = run(&mut c, r, None);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    lockstep_tests::sops_encrypt(&[&r.join("deploy/app/db.sops.yaml")], &age.recipient, r);
     // A SealedSecret made by real kubeseal.
     let mut c = Command::new(peer("kubeseal"));
     c.current_dir(r)

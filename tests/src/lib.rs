@@ -151,6 +151,71 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// Polls `f` every 50 ms until it gives a value; panics naming `what` after `secs` seconds.
+pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    secs: u64,
+    what: &str,
+    mut f: impl FnMut() -> F,
+) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(t) = f().await {
+            return t;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Encrypts Kubernetes Secret manifests in place with the real `sops` for an age `recipient`
+/// (`data` and `stringData` only, as users configure it), four processes at a time; panics with
+/// sops' message on failure. `home` stands in for `HOME`.
+pub fn sops_encrypt(files: &[&Path], recipient: &str, home: &Path) {
+    for chunk in files.chunks(4) {
+        let children: Vec<_> = chunk
+            .iter()
+            .map(|f| {
+                let mut c = Command::new(peer("sops"));
+                for var in [
+                    "SOPS_AGE_KEY",
+                    "SOPS_AGE_KEY_FILE",
+                    "SOPS_AGE_RECIPIENTS",
+                    "SOPS_CONFIG",
+                ] {
+                    c.env_remove(var);
+                }
+                c.args([
+                    "encrypt",
+                    "-i",
+                    "--age",
+                    recipient,
+                    "--encrypted-regex",
+                    "^(data|stringData)$",
+                ])
+                .arg(f)
+                .env("HOME", home)
+                .env("XDG_CONFIG_HOME", home.join(".config"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+                (f, c.spawn().unwrap())
+            })
+            .collect();
+        for (f, child) in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "sops encrypt {}: {}",
+                f.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
 /// Everything an in-process component logs during a test, for canary checks: a `Write` sink
 /// for a tracing subscriber (`.with_writer(move || log.clone())`).
 #[derive(Clone, Default)]
