@@ -398,3 +398,25 @@ async fn rotate(State(a): State<Admin>, body: Bytes) -> Response {
         Ok(Err(e)) => (StatusCode::CONFLICT, format!("{e}\n")).into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_once_every_gate_opens_and_unready_when_stopping() {
+        let r = Readiness::default();
+        assert!(r.is_ready(), "no gates: nothing to wait for");
+        let keys = r.gate("a sealing key");
+        let syncs = r.gate("watch Syncs");
+        assert_eq!(r.pending(), ["a sealing key", "watch Syncs"]);
+        assert!(!r.is_ready());
+        syncs.open();
+        assert_eq!(r.pending(), ["a sealing key"]);
+        keys.open();
+        assert!(r.is_ready());
+        r.stop();
+        assert!(!r.is_ready(), "shutting down");
+        assert!(r.pending().is_empty());
+    }
+}

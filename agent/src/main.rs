@@ -171,6 +171,14 @@ async fn main() -> anyhow::Result<()> {
             keys.clone(),
         ));
     let readiness = admin.readiness().clone();
+    {
+        // Unready as soon as shutdown begins, so that Services stop sending traffic here.
+        let (readiness, shutdown) = (readiness.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            readiness.stop();
+        });
+    }
     // /v1/cert.pem has nothing to serve before a sealing key exists (the leader makes the first).
     let key_gate = readiness.gate("a sealing key");
     let mut waiting = keys.clone();
@@ -272,7 +280,7 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Cancels `shutdown` on SIGTERM or SIGINT, and marks the process unready.
+/// Cancels `shutdown` on SIGTERM or SIGINT.
 async fn stop_on_signal(shutdown: CancellationToken) {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -482,6 +482,21 @@ async fn two_replicas_elect_a_leader_take_webhooks_fail_over_and_answer_the_cli(
     assert_eq!(mode().await.as_deref(), Some("three"));
     let clean = lockstep(diff_args.clone()).await.unwrap();
     assert!(clean.ends_with(": 0 to change, 2 unchanged\n"), "{clean}");
+    // A Sync that does not exist: named, for both.
+    let (err, _) = lockstep(args(&["reconcile", "missing", "--timeout", "5s"]))
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains(&format!("Sync {ns}/missing")) && err.contains("404"),
+        "{err}"
+    );
+    let mut missing = args(&["diff", "missing"]);
+    missing.extend(["--controller-namespace".into(), ns.clone()]);
+    let (err, _) = lockstep(missing).await.unwrap_err();
+    assert!(
+        err.contains("HTTP 404") && err.contains(&format!("Sync {ns}/missing not found")),
+        "{err}"
+    );
 
     // suspend holds a pushed commit back; resume applies it.
     lockstep(args(&["suspend", "app"])).await.unwrap();
