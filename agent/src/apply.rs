@@ -31,6 +31,16 @@ const CRD_WAIT: Duration = Duration::from_secs(60);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// An object outside the namespace its Sync is confined to (`--tenant-isolation`).
+    #[error("{origin}: {object}: {reason}")]
+    OutOfScope {
+        /// File and document.
+        origin: String,
+        /// Kind and name.
+        object: String,
+        /// Why, and what is allowed.
+        reason: String,
+    },
     /// The cluster does not serve an object's kind.
     #[error("{origin}: the cluster serves no {api_version} {kind} (is its CRD in an earlier stage?)")]
     UnknownKind {
@@ -164,6 +174,10 @@ pub struct Applier {
     pub force: std::collections::BTreeSet<String>,
     /// Cuts health waits short when it holds a reason.
     pub interrupt: Option<Interrupt>,
+    /// The only namespace objects may go to (a tenant's Sync under `--tenant-isolation`):
+    /// cluster-scoped objects and other namespaces are refused, and namespaced objects without
+    /// a namespace go there instead of `default`.
+    pub tenant: Option<String>,
 }
 
 /// Cuts a health wait short: holds `Some(reason)` once a new revision, a changed spec or a
@@ -190,6 +204,7 @@ impl Applier {
             ignore: Vec::new(),
             force: Default::default(),
             interrupt: None,
+            tenant: None,
         })
     }
 
@@ -206,21 +221,46 @@ impl Applier {
             })
     }
 
-    /// Completes an object for applying: namespace per scope, the owner label.
+    /// Completes an object for applying: namespace per scope (within [`Applier::tenant`]), the
+    /// owner label.
     fn prepare(&self, m: &Manifest) -> Result<(ApiResource, ApiCapabilities, Json), Error> {
         let (ar, caps) = self.resolve(&m.object, &m.origin)?;
         let mut o = m.object.clone();
+        let out_of_scope = |reason: String| {
+            let s = |p: &str| m.object.pointer(p).and_then(Json::as_str).unwrap_or_default();
+            Error::OutOfScope {
+                origin: m.origin.clone(),
+                object: format!("{} {}", s("/kind"), s("/metadata/name")),
+                reason,
+            }
+        };
         let meta = o.get_mut("metadata").and_then(Json::as_object_mut);
         if let Some(meta) = meta {
             match caps.scope {
                 Scope::Namespaced => {
-                    if let Some(t) = &self.target_namespace {
-                        meta.insert("namespace".into(), t.clone().into());
-                    } else if !meta.contains_key("namespace") {
-                        meta.insert("namespace".into(), "default".into());
+                    let declared = meta.get("namespace").and_then(Json::as_str).map(str::to_owned);
+                    if let (Some(tenant), None, Some(declared)) =
+                        (&self.tenant, &self.target_namespace, &declared)
+                        && declared != tenant
+                    {
+                        return Err(out_of_scope(format!(
+                            "metadata.namespace {declared:?}: this Sync may only apply into its own namespace {tenant:?} (tenant isolation)"
+                        )));
                     }
+                    let ns = self
+                        .target_namespace
+                        .clone()
+                        .or(declared)
+                        .or_else(|| self.tenant.clone())
+                        .unwrap_or_else(|| "default".into());
+                    meta.insert("namespace".into(), ns.into());
                 }
                 Scope::Cluster => {
+                    if let Some(tenant) = &self.tenant {
+                        return Err(out_of_scope(format!(
+                            "cluster-scoped objects are applied only by Syncs in the agent's namespace; this one is in {tenant:?} (tenant isolation)"
+                        )));
+                    }
                     meta.remove("namespace");
                 }
             }
@@ -233,6 +273,22 @@ impl Applier {
             rule.strip(&mut o);
         }
         Ok((ar, caps, o))
+    }
+
+    /// Checks, before anything is applied, that every object whose kind the cluster serves stays
+    /// within [`Applier::tenant`] (kinds a CRD of this revision defines are checked when
+    /// applied, after that CRD).
+    pub fn check_scope(&self, manifests: &[Manifest]) -> Result<(), Error> {
+        if self.tenant.is_none() {
+            return Ok(());
+        }
+        for m in manifests {
+            match self.prepare(m) {
+                Ok(_) | Err(Error::UnknownKind { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// What applying `m` would do, by a server-side apply dry run (nothing is written): its id,

@@ -60,6 +60,8 @@ pub struct Context {
     pub drift: crate::drift::Tracker,
     /// Kubernetes Events on Syncs.
     pub recorder: kube::runtime::events::Recorder,
+    /// Confine each Sync outside [`Context::namespace`] to its own namespace ([`confinement`]).
+    pub tenant_isolation: bool,
     /// Reconciles in progress, by `namespace/name`: what each started from, and how to cut its
     /// health waits short.
     inflight: std::sync::Mutex<HashMap<String, InFlight>>,
@@ -133,6 +135,7 @@ impl Context {
             },
         );
         let ctx = Self {
+            tenant_isolation: false,
             inflight: Default::default(),
             syncs: Default::default(),
             recorder,
@@ -852,6 +855,7 @@ pub struct Differ {
     client: Client,
     cache: GitCache,
     keys: crate::sealing::Live,
+    isolation: Option<String>,
 }
 
 impl std::fmt::Debug for Differ {
@@ -863,7 +867,18 @@ impl std::fmt::Debug for Differ {
 impl Differ {
     /// A differ with the agent's client, Git cache and sealing keys.
     pub fn new(client: Client, cache: GitCache, keys: crate::sealing::Live) -> Self {
-        Self { client, cache, keys }
+        Self {
+            client,
+            cache,
+            keys,
+            isolation: None,
+        }
+    }
+
+    /// Diffs as syncs run under `--tenant-isolation` in the agent's namespace `namespace`.
+    pub fn with_tenant_isolation(mut self, namespace: &str) -> Self {
+        self.isolation = Some(namespace.to_owned());
+        self
     }
 
     /// What a sync of the Sync `namespace/name` would change now.
@@ -874,7 +889,8 @@ impl Differ {
             .await
             .map_err(|e| Error::Status(format!("reading Sync {namespace}/{name}: {e}")))?
             .ok_or_else(|| Error::NotFound(format!("Sync {namespace}/{name} not found")))?;
-        let (cfg, keys, last) = prepare(&s, &self.client, &self.keys, None).await?;
+        let (cfg, keys, last) =
+            prepare(&s, &self.client, &self.keys, None, self.isolation.as_deref()).await?;
         let cfg = Config {
             skip_if_commit: None,
             ..cfg
@@ -900,16 +916,34 @@ fn timeout_of(s: &Sync) -> Duration {
         .unwrap_or(Duration::from_secs(300))
 }
 
-/// What a sync of `s` needs: its configuration (no objects forced, no interrupt), its
-/// decryption keys (read from the Secret it names, and the agent's sealing keys) and its last
-/// inventory.
+/// The namespace a Sync is confined to under tenant isolation (`isolation`: the agent's
+/// namespace, when it is on): none for Syncs in the agent's namespace, their own for the others,
+/// whose `spec.targetNamespace` may then only name it (pure).
+pub fn confinement(s: &Sync, isolation: Option<&str>) -> Result<Option<String>, Error> {
+    let ns = s.namespace().unwrap_or_default();
+    match isolation {
+        Some(agent) if agent != ns => match &s.spec.target_namespace {
+            Some(t) if *t != ns => Err(Error::Unsupported(format!(
+                "spec.targetNamespace {t:?}: a Sync outside the agent's namespace ({agent}) may only apply into its own namespace {ns:?} (tenant isolation)"
+            ))),
+            _ => Ok(Some(ns)),
+        },
+        _ => Ok(None),
+    }
+}
+
+/// What a sync of `s` needs: its configuration (no objects forced, no interrupt; confined to
+/// its namespace when `isolation`, the agent's namespace, is given and differs), its decryption
+/// keys (read from the Secret it names, and the agent's sealing keys) and its last inventory.
 pub async fn prepare(
     s: &Sync,
     client: &Client,
     sealing: &crate::sealing::Live,
     external: Option<crate::external::Engine>,
+    isolation: Option<&str>,
 ) -> Result<(Config, Keys, Inventory), Error> {
     use crate::source::Reference;
+    let tenant = confinement(s, isolation)?;
     let ns = s.namespace().unwrap_or_default();
     let status = s.status.clone().unwrap_or_default();
     let reference = match &s.spec.source.reference {
@@ -975,6 +1009,7 @@ pub async fn prepare(
         ignore: s.spec.ignore.clone(),
         force: Default::default(),
         interrupt: None,
+        tenant,
     };
     Ok((cfg, keys, inventory_of(&status)))
 }
@@ -990,7 +1025,8 @@ async fn run_sync(
     interrupt: crate::apply::Interrupt,
     attempted: &mut Option<String>,
 ) -> Result<sync::Outcome, Error> {
-    let (cfg, keys, last) = prepare(s, &ctx.client, &ctx.keys, ctx.external.clone()).await?;
+    let isolation = ctx.tenant_isolation.then_some(ctx.namespace.as_str());
+    let (cfg, keys, last) = prepare(s, &ctx.client, &ctx.keys, ctx.external.clone(), isolation).await?;
     let cfg = Config {
         force,
         interrupt: Some(interrupt),
@@ -1252,6 +1288,41 @@ fn next_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tenant_isolation_confines_syncs_outside_the_agents_namespace() {
+        let sync = |ns: &str, target: Option<&str>| {
+            let mut s = Sync::new("apps", crate::api::SyncSpec::default());
+            s.metadata.namespace = Some(ns.into());
+            s.spec.target_namespace = target.map(str::to_owned);
+            s
+        };
+        // Off: nobody is confined.
+        assert_eq!(confinement(&sync("team-a", Some("prod")), None).unwrap(), None);
+        // On: the agent's own Syncs are not; the others are, to their namespace.
+        let on = Some("lockstep-system");
+        assert_eq!(
+            confinement(&sync("lockstep-system", Some("prod")), on).unwrap(),
+            None
+        );
+        assert_eq!(
+            confinement(&sync("team-a", None), on).unwrap().as_deref(),
+            Some("team-a")
+        );
+        assert_eq!(
+            confinement(&sync("team-a", Some("team-a")), on)
+                .unwrap()
+                .as_deref(),
+            Some("team-a")
+        );
+        let err = confinement(&sync("team-a", Some("prod")), on)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("spec.targetNamespace \"prod\"") && err.contains("own namespace \"team-a\""),
+            "{err}"
+        );
+    }
 
     #[test]
     fn a_sync_is_due_on_spec_change_request_interval_or_retry() {

@@ -181,6 +181,7 @@ pub async fn diff(
     let revision = format!("{}@sha1:{}", rev.reference, rev.commit);
     let manifests = sync::render_revision(cfg, keys, &rev)?;
     let mut applier = Applier::new(client, &cfg.owner, cfg.target_namespace.clone()).await?;
+    applier.tenant.clone_from(&cfg.tenant);
     applier.ignore.clone_from(&cfg.ignore);
     let applier = &applier;
     // Built before streaming: a closure in the stream trips rustc's higher-ranked `Send` check

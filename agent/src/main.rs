@@ -80,6 +80,11 @@ struct Args {
     /// replaced after this long).
     #[arg(long, env = "LOCKSTEP_LEASE_DURATION", default_value = "15s")]
     lease_duration: String,
+    /// Confine every Sync outside the agent's namespace to its own namespace: no cluster-scoped
+    /// objects, no objects in other namespaces (what `deploy/` sets, so that a namespace's
+    /// admins cannot reach beyond it through a Sync).
+    #[arg(long, env = "LOCKSTEP_TENANT_ISOLATION", default_value_t = false, action = clap::ArgAction::Set)]
+    tenant_isolation: bool,
     /// This replica's identity in the election (default: the pod's name, else the host's).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -102,6 +107,8 @@ enum Cmd {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Decrypted values and keys live in this process: no core dump, no ptrace by its user.
+    lockstep_formats::secret::protect_process().context("protecting the process' memory")?;
     let args = Args::parse();
     if let Some(Cmd::Crdgen { external_secrets }) = args.command {
         if external_secrets {
@@ -162,14 +169,20 @@ async fn main() -> anyhow::Result<()> {
         keys.clone(),
         Some(engine.clone()),
     );
+    let mut ctx = ctx;
+    ctx.tenant_isolation = args.tenant_isolation;
     let metrics = ctx.metrics.clone();
+    let mut differ = controller::Differ::new(
+        client.clone(),
+        source::GitCache::new(&args.git_cache),
+        keys.clone(),
+    );
+    if args.tenant_isolation {
+        differ = differ.with_tenant_isolation(&args.namespace);
+    }
     let mut admin = admin::Admin::new(keys.clone(), args.rate_limit)
         .with_metrics(metrics.clone())
-        .with_differ(controller::Differ::new(
-            client.clone(),
-            source::GitCache::new(&args.git_cache),
-            keys.clone(),
-        ));
+        .with_differ(differ);
     let readiness = admin.readiness().clone();
     {
         // Unready as soon as shutdown begins, so that Services stop sending traffic here.

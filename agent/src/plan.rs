@@ -15,7 +15,9 @@ pub const PRUNE_ANNOTATION: &str = "lockstep.dev/prune";
 /// Apply stages, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Stage {
-    /// CRDs, Namespaces and cluster-scoped classes.
+    /// CRDs, Namespaces, cluster-scoped classes, and Roles and ClusterRoles (the API server
+    /// reads a role to check a binding of it for escalation, so a binding applied before its
+    /// role fails).
     Foundations,
     /// Secrets, SealedSecrets, ExternalSecrets and their stores: before anything mounts them.
     Secrets,
@@ -31,6 +33,7 @@ pub fn stage(api_version: &str, kind: &str) -> Stage {
         (_, "StorageClass" | "PriorityClass" | "IngressClass" | "RuntimeClass" | "GatewayClass") => {
             Stage::Foundations
         }
+        ("rbac.authorization.k8s.io", "Role" | "ClusterRole") => Stage::Foundations,
         ("", "Secret") | ("bitnami.com", "SealedSecret") => Stage::Secrets,
         (
             "external-secrets.io",
@@ -242,6 +245,15 @@ mod tests {
             Stage::Foundations
         );
         assert_eq!(stage("v1", "Namespace"), Stage::Foundations);
+        assert_eq!(stage("rbac.authorization.k8s.io/v1", "Role"), Stage::Foundations);
+        assert_eq!(
+            stage("rbac.authorization.k8s.io/v1", "ClusterRole"),
+            Stage::Foundations
+        );
+        assert_eq!(
+            stage("rbac.authorization.k8s.io/v1", "RoleBinding"),
+            Stage::Workloads
+        );
         assert_eq!(stage("v1", "Secret"), Stage::Secrets);
         assert_eq!(stage("bitnami.com/v1alpha1", "SealedSecret"), Stage::Secrets);
         assert_eq!(stage("external-secrets.io/v1", "ExternalSecret"), Stage::Secrets);

@@ -48,6 +48,8 @@ pub struct Config {
     pub force: std::collections::BTreeSet<String>,
     /// Cuts health waits short ([`apply::Interrupt`]).
     pub interrupt: Option<apply::Interrupt>,
+    /// Confine every object to this namespace ([`Applier::tenant`]).
+    pub tenant: Option<String>,
 }
 
 impl Config {
@@ -72,6 +74,7 @@ impl Config {
             ignore: Vec::new(),
             force: Default::default(),
             interrupt: None,
+            tenant: None,
         }
     }
 }
@@ -197,7 +200,12 @@ pub async fn sync_revision(
     }
     let manifests = render_revision(cfg, keys, &rev)?;
     let mut applier = Applier::new(client.clone(), &cfg.owner, cfg.target_namespace.clone()).await?;
-    let external = crate::externals::Externals::of(&manifests, cfg.target_namespace.as_deref());
+    applier.tenant.clone_from(&cfg.tenant);
+    applier.check_scope(&manifests)?;
+    let external = crate::externals::Externals::of(
+        &manifests,
+        cfg.target_namespace.as_deref().or(cfg.tenant.as_deref()),
+    );
     let engine = match (&cfg.external, external.is_empty()) {
         (_, true) => None,
         (Some(e), false) => Some(e.clone()),

@@ -9,8 +9,9 @@
 //!   refuses anyone else's Secret ([`sealed::object::takeover`]).
 //! * A SealedSecret that fails to open leaves the existing Secret untouched, and says why in its
 //!   `Synced` condition and an Event (names, scope, keys tried; never a value).
-//! * SealedSecrets that a Sync applies (they carry the Sync's label) are left to the Sync,
-//!   which applies their Secrets in its secrets stage.
+//! * SealedSecrets that a Sync applies (they carry the Sync's label) are left to the Sync, which
+//!   unseals them itself and applies their Secrets in its secrets stage; this controller only
+//!   reports `Synced` on them once that Secret is there.
 //!
 //! It starts once the SealedSecret CRD exists, and writes nothing when nothing changed.
 
@@ -207,8 +208,32 @@ async fn reconcile(ss: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, 
     let name = ss.name_any();
     let span = info_span!("unseal", sealedsecret.namespace = %ns, sealedsecret.name = %name);
     async move {
-        if ss.labels().contains_key(OWNER_LABEL) || ss.meta().deletion_timestamp.is_some() {
-            // A Sync applies this one's Secret; or it is going away.
+        if ss.meta().deletion_timestamp.is_some() {
+            return Ok(Action::await_change());
+        }
+        if let Some(sync) = ss.labels().get(OWNER_LABEL) {
+            // A Sync unsealed this one and applies its Secret in the same stage: once that
+            // Secret is there, say so in the status, as the sealed-secrets controller would.
+            let secret = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+                .get_opt(&name)
+                .await
+                .map_err(|source| Error::Kube {
+                    what: format!("reading Secret {ns}/{name}"),
+                    source,
+                })?;
+            if secret.is_none_or(|s| s.labels().get(OWNER_LABEL) != Some(sync)) {
+                return Ok(Action::requeue(Duration::from_secs(5)));
+            }
+            let sync = sync.replacen('.', "/", 1);
+            set_status(
+                &ss,
+                &ctx,
+                &ns,
+                "True",
+                "Unsealed",
+                &format!("unsealed by Sync {sync}"),
+            )
+            .await?;
             return Ok(Action::await_change());
         }
         let result = write_secret(&ss, &ctx, &ns, &name).await;

@@ -1,4 +1,4 @@
-//! Zeroizing containers for secret material.
+//! Zeroizing containers for secret material, and [`protect_process`].
 //!
 //! Everything that can hold a decrypted value or a key lives in one of these types. Their
 //! `Debug` never shows the content, so a stray `{:?}` in a log line or an error cannot leak it.
@@ -89,5 +89,41 @@ impl DataKey {
 impl fmt::Debug for DataKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("DataKey(<redacted>)")
+    }
+}
+
+/// Keeps this process' memory out of reach, as OpenSSH's `ssh-agent` does: no core dump
+/// (`RLIMIT_CORE` 0, and not dumpable), and, because it is not dumpable, no `ptrace` attach or
+/// `/proc/<pid>/mem` read by other processes of the same user. Called first thing by the agent
+/// and the CLI. A no-op on other systems than Linux.
+pub fn protect_process() -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::process::{DumpableBehavior, Resource, Rlimit, set_dumpable_behavior, setrlimit};
+        setrlimit(
+            Resource::Core,
+            Rlimit {
+                current: Some(0),
+                maximum: Some(0),
+            },
+        )?;
+        set_dumpable_behavior(DumpableBehavior::NotDumpable)?;
+    }
+    Ok(())
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_protected_process_is_not_dumpable_and_writes_no_core() {
+        use rustix::process::{DumpableBehavior, Resource, dumpable_behavior, getrlimit};
+        protect_process().unwrap();
+        assert_eq!(dumpable_behavior().unwrap(), DumpableBehavior::NotDumpable);
+        let core = getrlimit(Resource::Core);
+        assert_eq!((core.current, core.maximum), (Some(0), Some(0)));
+        // Twice is fine (the CLI and the agent call it once; tests share a process).
+        protect_process().unwrap();
     }
 }

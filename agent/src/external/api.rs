@@ -586,6 +586,7 @@ pub fn crds_yaml() -> Result<String, lockstep_formats::Error> {
         ClusterSecretStore::crd(),
     ] {
         let mut json = serde_json::to_value(crd).map_err(emit)?;
+        crate::api::kubernetes_formats(&mut json);
         // v1beta1: the same schema (it is a subset of v1), served, not stored; no conversion
         // webhook is needed for a subset.
         if let Some(versions) = json.pointer_mut("/spec/versions").and_then(|v| v.as_array_mut())
