@@ -12,10 +12,13 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use common::lockstep;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
 use lockstep_agent::api::Sync;
@@ -56,18 +59,6 @@ async fn eventually<T>(what: &str, secs: u64, mut f: impl AsyncFnMut() -> Option
 /// Runs `lockstep seal ARGS` in-process (the CLI library), off the async runtime.
 async fn lockstep_seal(args: Vec<String>) -> Result<(), String> {
     lockstep(["seal".to_owned()].into_iter().chain(args).collect()).await
-}
-
-/// Runs `lockstep ARGS` in-process (the CLI library), off the async runtime.
-async fn lockstep(args: Vec<String>) -> Result<(), String> {
-    tokio::task::spawn_blocking(move || {
-        use clap::Parser;
-        let cli = lockstep_cli::Cli::try_parse_from(std::iter::once("lockstep".to_owned()).chain(args))
-            .map_err(|e| e.to_string())?;
-        lockstep_cli::run(cli).map_err(|e| e.to_string())
-    })
-    .await
-    .unwrap()
 }
 
 fn synced(o: &DynamicObject) -> Option<(String, String)> {

@@ -195,14 +195,8 @@ pub fn store_sealing_key(
         zeroize::Zeroize::zeroize(k);
     }
     let mut secret = secret.map_err(|e| CliError::Cluster(format!("a key Secret: {e}")))?;
-    let c = Controller {
-        namespace: namespace.to_owned(),
-        name: String::new(),
-        kubeconfig,
-        context: None,
-    };
     runtime()?.block_on(async {
-        let client = client(&c).await?;
+        let client = client_for(kubeconfig, None).await?;
         let created = kube::Api::<Secret>::namespaced(client, namespace)
             .create(&kube::api::PostParams::default(), &secret)
             .await;
@@ -213,6 +207,142 @@ pub fn store_sealing_key(
             CliError::Cluster(format!("storing the sealing key in namespace {namespace}: {e}"))
         })?;
         Ok(created.metadata.name.unwrap_or_default())
+    })
+}
+
+/// The annotation on a decryption Secret listing the recipients of its identities (public
+/// keys, comma-separated, oldest first, the newest last), written by `lockstep keygen age
+/// --in-cluster`.
+pub const RECIPIENTS_ANNOTATION: &str = "lockstep.dev/age-recipients";
+
+/// What `keygen age --in-cluster` did.
+#[derive(Clone, Debug)]
+pub struct AddedIdentity {
+    /// The Secret's new entry.
+    pub entry: String,
+    /// The recipients of every identity the Secret holds now.
+    pub recipients: Vec<String>,
+}
+
+/// The name of a new identity entry: `age-<UTC time>.agekey`, with a numeric suffix when a
+/// rotation in the same second already took that name (pure).
+pub fn age_entry_name<'a>(existing: impl IntoIterator<Item = &'a str>, now: time::OffsetDateTime) -> String {
+    let taken: std::collections::BTreeSet<&str> = existing.into_iter().collect();
+    let stamp = now
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
+        .unwrap_or_default();
+    let mut name = format!("age-{stamp}.agekey");
+    let mut n = 2;
+    while taken.contains(name.as_str()) {
+        name = format!("age-{stamp}-{n}.agekey");
+        n += 1;
+    }
+    name
+}
+
+/// The recipients to record: those of `previous` (the annotation as it was) still present, in
+/// their order, then the other `present` ones, then `new` last (pure).
+pub fn ordered_recipients(previous: Option<&str>, present: &[String], new: &str) -> Vec<String> {
+    let mut out: Vec<String> = previous
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|r| *r != new && present.iter().any(|p| p == r))
+        .map(str::to_owned)
+        .collect();
+    for r in present {
+        if r != new && !out.contains(r) {
+            out.push(r.clone());
+        }
+    }
+    out.push(new.to_owned());
+    out
+}
+
+/// Adds the age identity `text` (an identity file's content) to the decryption Secret
+/// `namespace/name` as a new entry, keeping the others, and records every recipient in
+/// [`RECIPIENTS_ANNOTATION`]; creates the Secret when it does not exist. Concurrent writers are
+/// caught by the resourceVersion and retried. Key material is wiped from memory afterwards.
+#[cfg(feature = "cluster")]
+pub fn add_age_identity(
+    namespace: &str,
+    kubeconfig: Option<std::path::PathBuf>,
+    name: &str,
+    text: &str,
+    recipient: &str,
+) -> Result<AddedIdentity> {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    use zeroize::Zeroize;
+
+    /// Wipes a Secret's values when dropped, whatever path the function takes.
+    struct Wiped(Secret);
+    impl Drop for Wiped {
+        fn drop(&mut self) {
+            for v in self.0.data.iter_mut().flat_map(|d| d.values_mut()) {
+                v.0.zeroize();
+            }
+        }
+    }
+
+    let what = format!("Secret {namespace}/{name}");
+    runtime()?.block_on(async {
+        let client = client_for(kubeconfig, None).await?;
+        let api = kube::Api::<Secret>::namespaced(client, namespace);
+        for _attempt in 0..5 {
+            let current = api
+                .get_opt(name)
+                .await
+                .map_err(|e| CliError::Cluster(format!("reading {what}: {e}")))?;
+            let exists = current.is_some();
+            let mut secret = Wiped(current.unwrap_or_else(|| Secret {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(name.to_owned()),
+                    namespace: Some(namespace.to_owned()),
+                    ..Default::default()
+                },
+                type_: Some("Opaque".into()),
+                ..Default::default()
+            }));
+            let data = secret.0.data.get_or_insert_with(Default::default);
+            let entry = age_entry_name(data.keys().map(String::as_str), time::OffsetDateTime::now_utc());
+            data.insert(entry.clone(), ByteString(text.as_bytes().to_vec()));
+            let mut ids = lockstep_formats::sops::Identities::new();
+            ids.add_agekey_entries(
+                &format!("{namespace}/{name}"),
+                data.iter().map(|(k, v)| (k.as_str(), v.0.as_slice())),
+            )?;
+            let annotations = secret.0.metadata.annotations.get_or_insert_with(Default::default);
+            let recipients = ordered_recipients(
+                annotations.get(RECIPIENTS_ANNOTATION).map(String::as_str),
+                &ids.recipients(),
+                recipient,
+            );
+            drop(ids);
+            annotations.insert(RECIPIENTS_ANNOTATION.into(), recipients.join(","));
+            let written = if exists {
+                api.replace(name, &kube::api::PostParams::default(), &secret.0)
+                    .await
+            } else {
+                api.create(&kube::api::PostParams::default(), &secret.0).await
+            };
+            match written {
+                Ok(mut s) => {
+                    for v in s.data.iter_mut().flat_map(|d| d.values_mut()) {
+                        v.0.zeroize();
+                    }
+                    return Ok(AddedIdentity { entry, recipients });
+                }
+                // Someone else wrote the Secret since it was read: read it again.
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(e) => return Err(CliError::Cluster(format!("writing {what}: {e}"))),
+            }
+        }
+        Err(CliError::Cluster(format!(
+            "writing {what}: changed by someone else five times in a row; try again"
+        )))
     })
 }
 
@@ -269,8 +399,61 @@ pub fn store_sealing_key(
     Err(offline())
 }
 
+/// Adds an age identity to a Secret (offline build: unavailable).
+#[cfg(not(feature = "cluster"))]
+pub fn add_age_identity(
+    _namespace: &str,
+    _kubeconfig: Option<std::path::PathBuf>,
+    _name: &str,
+    _text: &str,
+    _recipient: &str,
+) -> Result<AddedIdentity> {
+    Err(offline())
+}
+
 /// A certificate from a URL (offline build: unavailable).
 #[cfg(not(feature = "cluster"))]
 pub fn fetch_url(_url: &str) -> Result<Vec<u8>> {
     Err(offline())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipients_are_recorded_oldest_first_and_the_new_one_last() {
+        let present = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        // A Secret made by hand: no annotation yet; entries in name order, the new one last.
+        assert_eq!(
+            ordered_recipients(None, &present(&["age1new", "age1old"]), "age1new"),
+            ["age1old", "age1new"]
+        );
+        // The annotation's order is kept; a removed identity drops out; one added by hand joins.
+        assert_eq!(
+            ordered_recipients(
+                Some("age1a,age1gone,age1b"),
+                &present(&["age1b", "age1hand", "age1a", "age1new"]),
+                "age1new"
+            ),
+            ["age1a", "age1b", "age1hand", "age1new"]
+        );
+    }
+
+    #[test]
+    fn age_entries_are_named_by_time_and_never_collide() {
+        let now = time::macros::datetime!(2026-12-02 03:00:07 UTC);
+        assert_eq!(age_entry_name([], now), "age-20261202T030007Z.agekey");
+        assert_eq!(
+            age_entry_name(["age.agekey", "age-20261202T030007Z.agekey"], now),
+            "age-20261202T030007Z-2.agekey"
+        );
+        assert_eq!(
+            age_entry_name(
+                ["age-20261202T030007Z.agekey", "age-20261202T030007Z-2.agekey"],
+                now
+            ),
+            "age-20261202T030007Z-3.agekey"
+        );
+    }
 }

@@ -14,6 +14,7 @@ use lockstep_formats::sops::{self, Config, DecryptOptions, EncryptOptions, Forma
 use zeroize::Zeroizing;
 
 pub mod cluster;
+pub mod install;
 pub mod ops;
 pub mod seal;
 
@@ -39,6 +40,8 @@ pub enum Command {
     /// Generate keys.
     #[command(subcommand)]
     Keygen(KeygenCommand),
+    /// Install the agent in a cluster (`deploy/`), or print its manifests with --export.
+    Install(install::InstallArgs),
     /// Operate Syncs in a cluster: status, history, diff, suspend, resume, reconcile.
     #[command(flatten)]
     Ops(ops::OpsCommand),
@@ -63,8 +66,24 @@ pub enum KeygenCommand {
     /// Generate an age X25519 identity (written 0600; an existing file is never overwritten).
     Age {
         /// Write the identity to FILE instead of standard output.
-        #[arg(short, long, value_name = "FILE")]
+        #[arg(short, long, value_name = "FILE", conflicts_with = "in_cluster")]
         output: Option<PathBuf>,
+        /// Add the identity to a decryption Secret in the cluster instead (a new
+        /// `age-<time>.agekey` entry; the others are kept), which Syncs naming that Secret
+        /// decrypt with from their next sync. The identity never touches the disk; the new
+        /// recipient is printed, for `.sops.yaml`. This is what the rotation CronJob runs.
+        #[arg(long)]
+        in_cluster: bool,
+        /// With --in-cluster: the decryption Secret (created when missing).
+        #[arg(long, default_value = "sops-age")]
+        secret: String,
+        /// With --in-cluster: the Secret's namespace.
+        #[arg(long, env = "POD_NAMESPACE", default_value = "lockstep-system")]
+        namespace: String,
+        /// With --in-cluster: kubeconfig file (default: `KUBECONFIG`, `~/.kube/config`, or
+        /// the pod's ServiceAccount).
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: Option<PathBuf>,
     },
     /// Generate a sealing key pair for offline use, as sealed-secrets makes them (both files
     /// written 0600, never overwritten).
@@ -307,8 +326,33 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sops(SopsCommand::Updatekeys(a)) => updatekeys(a),
         Command::Sops(SopsCommand::Rotate(a)) => rotate(a),
         Command::Seal(a) => seal::run(a),
+        Command::Install(a) => install::run(a),
         Command::Ops(c) => ops::run(c),
-        Command::Keygen(KeygenCommand::Age { output }) => keygen_age(output.as_deref()),
+        Command::Keygen(KeygenCommand::Age {
+            in_cluster: true,
+            secret,
+            namespace,
+            kubeconfig,
+            ..
+        }) => {
+            let (identity, public) = sops::keys::generate_identity();
+            let text = Zeroizing::new(format!(
+                "# created: {}\n# public key: {public}\n{}\n",
+                sops::now_rfc3339(),
+                identity.as_str()
+            ));
+            let added = cluster::add_age_identity(&namespace, kubeconfig, &secret, &text, &public)?;
+            eprintln!(
+                "age identity added to Secret {namespace}/{secret} as {}; it now holds {} identities \
+                 (annotation {}). Add the new recipient to .sops.yaml, then run `lockstep sops \
+                 updatekeys` on the repository.",
+                added.entry,
+                added.recipients.len(),
+                cluster::RECIPIENTS_ANNOTATION,
+            );
+            stdout_write(format!("{public}\n").as_bytes())
+        }
+        Command::Keygen(KeygenCommand::Age { output, .. }) => keygen_age(output.as_deref()),
         Command::Keygen(KeygenCommand::Sealing {
             in_cluster: true,
             bits,

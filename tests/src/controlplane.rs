@@ -67,6 +67,9 @@ pub enum HarnessError {
     /// A kube client could not be built.
     #[error("kube client: {0}")]
     Kube(String),
+    /// A step of the demo failed.
+    #[error("{0}")]
+    Demo(String),
     /// File or process I/O failed.
     #[error("{what}: {source}")]
     Io {
@@ -344,7 +347,7 @@ impl ControlPlane {
             c.arg(format!("--kubeconfig={}", cp.admin_kubeconfig.display()))
                 .args(["--leader-elect=false", "--bind-address=127.0.0.1"])
                 .arg(format!("--secure-port={kcm_port}"))
-                .arg("--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token,horizontalpodautoscaling")
+                .arg("--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token,horizontalpodautoscaling,endpoint,endpointslice,clusterrole-aggregation")
                 .arg("--horizontal-pod-autoscaler-sync-period=2s")
                 .arg(format!(
                     "--service-account-private-key-file={}",
@@ -455,6 +458,62 @@ impl ControlPlane {
             .path()
             .join(format!("{safe}-{}.kubeconfig", rand::random::<u32>()));
         io(format!("writing {}", path.display()), std::fs::write(&path, text))?;
+        Ok(path)
+    }
+
+    /// A one-hour token of ServiceAccount `namespace/sa` (TokenRequest), the account created
+    /// when it does not exist: what a pod running as it would hold.
+    pub async fn service_account_token(&self, namespace: &str, sa: &str) -> Result<String> {
+        use k8s_openapi::api::authentication::v1::TokenRequest;
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let kerr = |e: kube::Error| HarnessError::Kube(e.to_string());
+        let sas: kube::Api<ServiceAccount> = kube::Api::namespaced(self.client().await?, namespace);
+        let acct: ServiceAccount = serde_json::from_value(serde_json::json!({ "metadata": { "name": sa } }))
+            .map_err(|e| HarnessError::Kube(e.to_string()))?;
+        match sas.create(&Default::default(), &acct).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(kerr(e)),
+        }
+        let req: TokenRequest =
+            serde_json::from_value(serde_json::json!({ "spec": { "expirationSeconds": 3600 } }))
+                .map_err(|e| HarnessError::Kube(e.to_string()))?;
+        sas.create_token_request(sa, &Default::default(), &req)
+            .await
+            .map_err(kerr)?
+            .status
+            .and_then(|s| s.token)
+            .ok_or_else(|| HarnessError::Kube("TokenRequest returned no token".into()))
+    }
+
+    /// Writes a kubeconfig (mode 0600) that authenticates as ServiceAccount `namespace/sa`
+    /// with a token of [`ControlPlane::service_account_token`]: RBAC then judges it as the
+    /// pod it stands for.
+    pub async fn kubeconfig_for_service_account(&self, namespace: &str, sa: &str) -> Result<PathBuf> {
+        let token = self.service_account_token(namespace, sa).await?;
+        let b64 = {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(&self.ca_pem)
+        };
+        let user = format!("system:serviceaccount:{namespace}:{sa}");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    certificate-authority-data: {b64}\nusers:\n- name: {user}\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: {user}\n    namespace: {namespace}\ncurrent-context: test\n",
+            self.server,
+        );
+        let path = self.dir.path().join(format!(
+            "sa-{namespace}-{sa}-{}.kubeconfig",
+            rand::random::<u32>()
+        ));
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        io(
+            format!("writing {}", path.display()),
+            opts.open(&path).and_then(|mut f| f.write_all(text.as_bytes())),
+        )?;
         Ok(path)
     }
 

@@ -10,6 +10,7 @@
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
 pub mod controlplane;
+pub mod demo;
 pub mod esc;
 pub mod services;
 
@@ -253,4 +254,24 @@ impl std::io::Write for LogCapture {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// Another package's binary beside `beside` (a test's own `CARGO_BIN_EXE_…`), built or found up
+/// to date first: `cargo test -p <package>` alone does not rebuild other packages' binaries.
+/// Panics with cargo's message when the build fails.
+pub fn sibling_binary(beside: &Path, package: &str, bin: &str) -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["build", "--quiet", "--package", package, "--bin", bin])
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cargo build -p {package} --bin {bin}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = beside.with_file_name(bin);
+    assert!(p.is_file(), "{} is missing", p.display());
+    p
 }

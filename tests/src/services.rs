@@ -42,9 +42,32 @@ impl Service {
         let _ = self.proc.child.wait();
     }
 
-    /// The log file.
+    /// The log file (standard output and error).
     pub fn log(&self) -> PathBuf {
         self.proc.log.clone()
+    }
+
+    /// Waits up to `bound` for the process to exit on its own: its status, or `None` if it
+    /// still runs.
+    pub fn wait(&mut self, bound: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.proc.child.try_wait() {
+                return Some(status);
+            }
+            if start.elapsed() > bound {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGTERM, as Kubernetes does to stop a pod, and waits up to `bound` for the exit.
+    pub fn terminate(&mut self, bound: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.proc.child.id().to_string()])
+            .status();
+        self.wait(bound)
     }
 }
 
@@ -119,13 +142,17 @@ pub fn moto_on(port: u16) -> Result<Service> {
 
 /// Starts `bao server -dev` (in-memory, unsealed, KV v2 at `secret/`) with a random root token.
 pub fn openbao() -> Result<Service> {
+    openbao_with_token(&format!("root-{:016x}", rand::random::<u64>()))
+}
+
+/// [`openbao`] with a given root token.
+pub fn openbao_with_token(token: &str) -> Result<Service> {
     let port = free_port()?;
-    let token = format!("root-{:016x}", rand::random::<u64>());
     let mut cmd = Command::new(crate::peer("bao"));
     cmd.args(["server", "-dev", "-dev-no-store-token"])
         .arg(format!("-dev-root-token-id={token}"))
         .arg(format!("-dev-listen-address=127.0.0.1:{port}"));
-    start("bao", cmd, port, &token, "/v1/sys/health")
+    start("bao", cmd, port, token, "/v1/sys/health")
 }
 
 /// A minimal HTTP/1.0 request to a loopback port, for readiness checks and smoke tests:
@@ -183,28 +210,7 @@ pub async fn in_cluster(
     namespace: &str,
     sa: &str,
 ) -> Result<Service> {
-    use k8s_openapi::api::authentication::v1::TokenRequest;
-    use k8s_openapi::api::core::v1::ServiceAccount;
-    let kerr = |e: kube::Error| HarnessError::Kube(e.to_string());
-    let client = cp.client().await?;
-    let sas: kube::Api<ServiceAccount> = kube::Api::namespaced(client, namespace);
-    let acct: ServiceAccount = serde_json::from_value(serde_json::json!({ "metadata": { "name": sa } }))
-        .map_err(|e| HarnessError::Kube(e.to_string()))?;
-    match sas.create(&Default::default(), &acct).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
-        Err(e) => return Err(kerr(e)),
-    }
-    let req: TokenRequest =
-        serde_json::from_value(serde_json::json!({ "spec": { "expirationSeconds": 3600 } }))
-            .map_err(|e| HarnessError::Kube(e.to_string()))?;
-    let token = sas
-        .create_token_request(sa, &Default::default(), &req)
-        .await
-        .map_err(kerr)?
-        .status
-        .and_then(|s| s.token)
-        .ok_or_else(|| HarnessError::Kube("TokenRequest returned no token".into()))?;
+    let token = cp.service_account_token(namespace, sa).await?;
     let dir = io(
         "creating a service directory",
         tempfile::Builder::new().prefix("lockstep-incluster-").tempdir(),
@@ -400,7 +406,7 @@ pub async fn expose(
     ip: std::net::Ipv4Addr,
     port: u16,
 ) -> Result<()> {
-    use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+    use k8s_openapi::api::core::v1::{Endpoints, Service};
     use k8s_openapi::api::discovery::v1::EndpointSlice;
     let kerr = |e: kube::Error| HarnessError::Kube(e.to_string());
     let client = cp.client().await?;
@@ -414,38 +420,9 @@ pub async fn expose(
         .create(&pp, &svc)
         .await
         .map_err(kerr)?;
-    // The proxy only forwards to addresses of Pods whose status carries that IP: a Pod that is
-    // never scheduled, its status written by hand, stands for this process.
+    // The proxy only forwards to addresses of Pods whose status carries that IP.
     let pod_name = format!("{name}-process");
-    let pod: Pod = serde_json::from_value(serde_json::json!({
-        "metadata": { "name": pod_name },
-        "spec": { "automountServiceAccountToken": false,
-                  "containers": [{ "name": "process", "image": "lockstep.invalid/none" }] }
-    }))
-    .map_err(|e| HarnessError::Kube(e.to_string()))?;
-    let pods = kube::Api::<Pod>::namespaced(client.clone(), namespace);
-    let started = Instant::now();
-    loop {
-        // The ServiceAccount admission plugin wants `default`, which the controller manager
-        // creates shortly after the namespace.
-        match pods.create(&pp, &pod).await {
-            Ok(_) => break,
-            Err(kube::Error::Api(s)) if s.code == 403 && started.elapsed() < Duration::from_secs(30) => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => return Err(kerr(e)),
-        }
-    }
-    let status = serde_json::json!({ "status": {
-        "phase": "Running", "podIP": ip.to_string(), "podIPs": [{ "ip": ip.to_string() }]
-    }});
-    pods.patch_status(
-        &pod_name,
-        &kube::api::PatchParams::default(),
-        &kube::api::Patch::Merge(&status),
-    )
-    .await
-    .map_err(kerr)?;
+    stand_in_pod(cp, namespace, &pod_name, &serde_json::json!({}), &[], ip).await?;
     let ep: Endpoints = serde_json::from_value(serde_json::json!({
         "metadata": { "name": name },
         "subsets": [{
@@ -469,6 +446,83 @@ pub async fn expose(
         .create(&pp, &slice)
         .await
         .map_err(kerr)?;
+    Ok(())
+}
+
+/// The Node that stand-in Pods are bound to (no kubelet runs on it).
+const STAND_IN_NODE: &str = "lockstep-stand-in";
+
+/// Creates Pod `namespace/name` that stands for a process of this machine at `ip`: bound to a
+/// Node no kubelet runs on, its status written by hand (Running, Ready, `podIP`), with `labels` and named
+/// container `ports`, and a spec that the `restricted` Pod Security profile admits. A Service
+/// selecting those labels then gets endpoints from the real endpoint-slice controller (the
+/// controller manager must run), and the API server's service proxy forwards to `ip`.
+pub async fn stand_in_pod(
+    cp: &crate::controlplane::ControlPlane,
+    namespace: &str,
+    name: &str,
+    labels: &serde_json::Value,
+    ports: &[(&str, u16)],
+    ip: std::net::Ipv4Addr,
+) -> Result<()> {
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    let kerr = |e: kube::Error| HarnessError::Kube(e.to_string());
+    // The endpoint-slice controller skips Pods whose Node it cannot find: one that no kubelet
+    // runs on stands for this machine.
+    let node: Node = serde_json::from_value(serde_json::json!({ "metadata": { "name": STAND_IN_NODE } }))
+        .map_err(|e| HarnessError::Kube(e.to_string()))?;
+    match kube::Api::<Node>::all(cp.client().await?)
+        .create(&kube::api::PostParams::default(), &node)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => return Err(kerr(e)),
+    }
+    let ports: Vec<serde_json::Value> = ports
+        .iter()
+        .map(|(n, p)| serde_json::json!({ "name": n, "containerPort": p, "protocol": "TCP" }))
+        .collect();
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": name, "labels": labels },
+        "spec": {
+            "nodeName": STAND_IN_NODE,
+            "automountServiceAccountToken": false,
+            "securityContext": { "runAsNonRoot": true, "runAsUser": 65532,
+                                 "seccompProfile": { "type": "RuntimeDefault" } },
+            "containers": [{
+                "name": "process", "image": "lockstep.invalid/none", "ports": ports,
+                "securityContext": { "allowPrivilegeEscalation": false,
+                                     "capabilities": { "drop": ["ALL"] } },
+            }],
+        }
+    }))
+    .map_err(|e| HarnessError::Kube(e.to_string()))?;
+    let pods = kube::Api::<Pod>::namespaced(cp.client().await?, namespace);
+    let started = Instant::now();
+    loop {
+        // The ServiceAccount admission plugin wants `default`, which the controller manager
+        // creates shortly after the namespace.
+        match pods.create(&kube::api::PostParams::default(), &pod).await {
+            Ok(_) => break,
+            Err(kube::Error::Api(s)) if s.code == 403 && started.elapsed() < Duration::from_secs(30) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(kerr(e)),
+        }
+    }
+    let now = lockstep_formats::sops::now_rfc3339();
+    let status = serde_json::json!({ "status": {
+        "phase": "Running", "podIP": ip.to_string(), "podIPs": [{ "ip": ip.to_string() }],
+        "conditions": [{ "type": "Ready", "status": "True", "lastTransitionTime": now }],
+    }});
+    pods.patch_status(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&status),
+    )
+    .await
+    .map_err(kerr)?;
     Ok(())
 }
 

@@ -9,8 +9,10 @@
 //!   toolchain is present. This is what `.ci/run` runs.
 //! * `bench`: `setup`, then the side-by-side benchmarks.
 //! * `fuzz`: runs every cargo-fuzz target for a while.
-//! * `demo`: starts a local control plane and applies the bundled example repository to it,
-//!   decrypting its SOPS files with the throwaway example keys.
+//! * `demo`: the README's first command: a local control plane, the bundled example repository
+//!   made a Git repository, local moto and OpenBao, and the agent syncing it as it would run
+//!   in a cluster (the install's RBAC, the throwaway keys of `keys-example/`).
+//! * `manifests`: writes `deploy/install.yaml` from the kustomize base in `deploy/`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -51,8 +53,14 @@ enum Cmd {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
-    /// Start a local control plane and apply the bundled example repository to it.
-    Demo,
+    /// Start a local control plane and run the agent on the bundled example repository.
+    Demo {
+        /// Leave the control plane, the backends and the agent running until Ctrl-C.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Write deploy/install.yaml from deploy/ (`kubectl kustomize`).
+    Manifests,
 }
 
 fn main() -> Result<()> {
@@ -82,18 +90,65 @@ fn main() -> Result<()> {
             })
         }
         Cmd::Fuzz { seconds } => fuzz(&root, seconds, false),
-        Cmd::Demo => step("demo", || {
+        Cmd::Manifests => step("deploy/install.yaml", || manifests(&root)),
+        Cmd::Demo { keep } => step("demo", || {
             setup()?;
             run(Command::new(cargo()).current_dir(&root).args([
-                "run",
+                "build",
                 "--quiet",
                 "--package",
                 "lockstep-agent",
-                "--example",
-                "demo",
-            ]))
+                "--bin",
+                "lockstep-agent",
+            ]))?;
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root.join("target"));
+            let mut demo = Command::new(cargo());
+            demo.current_dir(&root)
+                .args([
+                    "run",
+                    "--quiet",
+                    "--package",
+                    "lockstep-tests",
+                    "--example",
+                    "demo",
+                    "--",
+                ])
+                .arg("--agent")
+                .arg(target.join("debug/lockstep-agent"));
+            if keep {
+                demo.arg("--keep");
+            }
+            run(&mut demo)
         }),
     }
+}
+
+/// The header of `deploy/install.yaml`.
+const INSTALL_HEADER: &str = "\
+# Lockstep's in-cluster install as one file: what `kubectl apply -k deploy/` applies and
+# `lockstep install --export` prints. Generated from deploy/ by `cargo xtask manifests`: edit
+# deploy/base/ instead. The image `lockstep:0.1.0` is built from deploy/Dockerfile.
+";
+
+/// Writes `deploy/install.yaml`: the kustomize build of `deploy/` under [`INSTALL_HEADER`].
+fn manifests(root: &Path) -> Result<()> {
+    let kubectl = which("kubectl").unwrap_or_else(|| cache_dir().join("bin/kubectl"));
+    let out = Command::new(&kubectl)
+        .current_dir(root)
+        .args(["kustomize", "deploy"])
+        .output()
+        .with_context(|| format!("could not start {}", kubectl.display()))?;
+    if !out.status.success() {
+        bail!(
+            "kubectl kustomize deploy: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut text = INSTALL_HEADER.to_owned();
+    text.push_str(&String::from_utf8(out.stdout).context("kubectl kustomize printed non-UTF-8")?);
+    std::fs::write(root.join("deploy/install.yaml"), text).context("writing deploy/install.yaml")
 }
 
 fn cargo() -> String {
