@@ -180,10 +180,7 @@ pub async fn diff(
     let rev = sync::fetch(cache, cfg).await?;
     let revision = format!("{}@sha1:{}", rev.reference, rev.commit);
     let manifests = sync::render_revision(cfg, keys, &rev)?;
-    let mut applier = Applier::new(client, &cfg.owner, cfg.target_namespace.clone()).await?;
-    applier.tenant.clone_from(&cfg.tenant);
-    applier.ignore.clone_from(&cfg.ignore);
-    let applier = &applier;
+    let applier = &cfg.applier(client).await?;
     // Built before streaming: a closure in the stream trips rustc's higher-ranked `Send` check
     // (rust-lang/rust#102211) once axum needs the handler's future to be `Send`.
     let runs: Vec<_> = manifests.iter().map(|m| dry_run(applier, m).boxed()).collect();

@@ -162,14 +162,13 @@ async fn main() -> anyhow::Result<()> {
 
     let engine =
         lockstep_agent::external::Engine::new(client.clone(), args.aws_secretsmanager_endpoint.clone());
-    let (ctx, drifted) = controller::Context::new(
+    let (mut ctx, drifted) = controller::Context::new(
         client.clone(),
         source::GitCache::new(&args.git_cache),
         args.namespace.clone(),
         keys.clone(),
         Some(engine.clone()),
     );
-    let mut ctx = ctx;
     ctx.tenant_isolation = args.tenant_isolation;
     let metrics = ctx.metrics.clone();
     let mut differ = controller::Differ::new(

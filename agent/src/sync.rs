@@ -53,6 +53,18 @@ pub struct Config {
 }
 
 impl Config {
+    /// An applier for this configuration: its owner, namespaces (target and tenant), ignore
+    /// rules, forced objects, health waits and interrupt. Syncs and diffs both build theirs here.
+    pub async fn applier(&self, client: kube::Client) -> Result<Applier, apply::Error> {
+        let mut applier = Applier::new(client, &self.owner, self.target_namespace.clone()).await?;
+        applier.tenant.clone_from(&self.tenant);
+        applier.wait = self.wait;
+        applier.ignore.clone_from(&self.ignore);
+        applier.force.clone_from(&self.force);
+        applier.interrupt.clone_from(&self.interrupt);
+        Ok(applier)
+    }
+
     /// The defaults of a Sync: branch `main`, the repository root, prune on with a budget of half
     /// the inventory, no target namespace, no credentials.
     pub fn new(url: impl Into<String>, owner: impl Into<String>) -> Self {
@@ -199,8 +211,7 @@ pub async fn sync_revision(
         });
     }
     let manifests = render_revision(cfg, keys, &rev)?;
-    let mut applier = Applier::new(client.clone(), &cfg.owner, cfg.target_namespace.clone()).await?;
-    applier.tenant.clone_from(&cfg.tenant);
+    let mut applier = cfg.applier(client.clone()).await?;
     applier.check_scope(&manifests)?;
     let external = crate::externals::Externals::of(
         &manifests,
@@ -213,10 +224,6 @@ pub async fn sync_revision(
     };
     let mut inventory = Inventory::default();
     let mut report = apply::Report::default();
-    applier.wait = cfg.wait;
-    applier.ignore.clone_from(&cfg.ignore);
-    applier.force.clone_from(&cfg.force);
-    applier.interrupt.clone_from(&cfg.interrupt);
     let steps = apply::steps(&manifests)?;
     let last_secrets_step = steps
         .keys()

@@ -194,20 +194,32 @@ pub fn store_sealing_key(
     if let Some(serde_json::Value::String(k)) = json.pointer_mut("/data/tls.key") {
         zeroize::Zeroize::zeroize(k);
     }
-    let mut secret = secret.map_err(|e| CliError::Cluster(format!("a key Secret: {e}")))?;
+    let secret = Wiped(secret.map_err(|e| CliError::Cluster(format!("a key Secret: {e}")))?);
     runtime()?.block_on(async {
         let client = client_for(kubeconfig, None).await?;
         let created = kube::Api::<Secret>::namespaced(client, namespace)
-            .create(&kube::api::PostParams::default(), &secret)
-            .await;
-        for v in secret.data.iter_mut().flat_map(|d| d.values_mut()) {
+            .create(&kube::api::PostParams::default(), &secret.0)
+            .await
+            .map(Wiped)
+            .map_err(|e| {
+                CliError::Cluster(format!("storing the sealing key in namespace {namespace}: {e}"))
+            })?;
+        Ok(created.0.metadata.name.clone().unwrap_or_default())
+    })
+}
+
+/// A Secret whose values are wiped when it is dropped, whatever path the code takes: what is
+/// sent to the API server, and what it answers.
+#[cfg(feature = "cluster")]
+struct Wiped(k8s_openapi::api::core::v1::Secret);
+
+#[cfg(feature = "cluster")]
+impl Drop for Wiped {
+    fn drop(&mut self) {
+        for v in self.0.data.iter_mut().flat_map(|d| d.values_mut()) {
             zeroize::Zeroize::zeroize(&mut v.0);
         }
-        let created = created.map_err(|e| {
-            CliError::Cluster(format!("storing the sealing key in namespace {namespace}: {e}"))
-        })?;
-        Ok(created.metadata.name.unwrap_or_default())
-    })
+    }
 }
 
 /// The annotation on a decryption Secret listing the recipients of its identities (public
@@ -275,17 +287,6 @@ pub fn add_age_identity(
 ) -> Result<AddedIdentity> {
     use k8s_openapi::ByteString;
     use k8s_openapi::api::core::v1::Secret;
-    use zeroize::Zeroize;
-
-    /// Wipes a Secret's values when dropped, whatever path the function takes.
-    struct Wiped(Secret);
-    impl Drop for Wiped {
-        fn drop(&mut self) {
-            for v in self.0.data.iter_mut().flat_map(|d| d.values_mut()) {
-                v.0.zeroize();
-            }
-        }
-    }
 
     let what = format!("Secret {namespace}/{name}");
     runtime()?.block_on(async {
@@ -328,13 +329,8 @@ pub fn add_age_identity(
             } else {
                 api.create(&kube::api::PostParams::default(), &secret.0).await
             };
-            match written {
-                Ok(mut s) => {
-                    for v in s.data.iter_mut().flat_map(|d| d.values_mut()) {
-                        v.0.zeroize();
-                    }
-                    return Ok(AddedIdentity { entry, recipients });
-                }
+            match written.map(Wiped) {
+                Ok(_) => return Ok(AddedIdentity { entry, recipients }),
                 // Someone else wrote the Secret since it was read: read it again.
                 Err(kube::Error::Api(s)) if s.code == 409 => continue,
                 Err(e) => return Err(CliError::Cluster(format!("writing {what}: {e}"))),

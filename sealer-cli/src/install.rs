@@ -78,6 +78,7 @@ pub fn run(a: InstallArgs) -> Result<()> {
 }
 
 /// `(apiVersion, kind, namespace, name)` of a manifest, or why it is not one (pure).
+#[cfg(feature = "cluster")]
 fn identify(doc: &serde_json::Value, index: usize) -> Result<(String, String, Option<String>, String)> {
     let s = |p: &str| {
         doc.pointer(p)

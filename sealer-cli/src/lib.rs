@@ -335,12 +335,7 @@ pub fn run(cli: Cli) -> Result<()> {
             kubeconfig,
             ..
         }) => {
-            let (identity, public) = sops::keys::generate_identity();
-            let text = Zeroizing::new(format!(
-                "# created: {}\n# public key: {public}\n{}\n",
-                sops::now_rfc3339(),
-                identity.as_str()
-            ));
+            let (text, public) = new_identity_file();
             let added = cluster::add_age_identity(&namespace, kubeconfig, &secret, &text, &public)?;
             eprintln!(
                 "age identity added to Secret {namespace}/{secret} as {}; it now holds {} identities \
@@ -549,13 +544,20 @@ fn rotate(a: RotateArgs) -> Result<()> {
     write_output(&a.io, out.as_bytes(), false)
 }
 
-fn keygen_age(output: Option<&Path>) -> Result<()> {
+/// A new age identity as age-keygen writes its file (`# created`, `# public key`, the key),
+/// and its recipient.
+fn new_identity_file() -> (Zeroizing<String>, String) {
     let (secret, public) = sops::keys::generate_identity();
-    let created = sops::now_rfc3339();
     let text = Zeroizing::new(format!(
-        "# created: {created}\n# public key: {public}\n{}\n",
+        "# created: {}\n# public key: {public}\n{}\n",
+        sops::now_rfc3339(),
         secret.as_str()
     ));
+    (text, public)
+}
+
+fn keygen_age(output: Option<&Path>) -> Result<()> {
+    let (text, public) = new_identity_file();
     match output {
         Some(path) => {
             write_new_private(path, text.as_bytes())?;

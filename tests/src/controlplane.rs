@@ -438,16 +438,25 @@ impl ControlPlane {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.ca)?;
-        let b64 = |s: &str| {
-            use base64::Engine;
-            base64::engine::general_purpose::STANDARD.encode(s)
-        };
-        let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: {user}\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: {user}\ncurrent-context: test\n",
-            self.server,
-            b64(&self.ca_pem),
+        let credentials = format!(
+            "client-certificate-data: {}\n    client-key-data: {}",
             b64(&cert.pem()),
             b64(&key.serialize_pem()),
+        );
+        self.write_kubeconfig(user, &credentials, None)
+    }
+
+    /// Writes a kubeconfig (mode 0600: it holds a credential) for this control plane that
+    /// authenticates `user` with `credentials` (the `user:` fields, one per line, indented for
+    /// that block), in `namespace` by default.
+    fn write_kubeconfig(&self, user: &str, credentials: &str, namespace: Option<&str>) -> Result<PathBuf> {
+        let namespace = namespace
+            .map(|n| format!("    namespace: {n}\n"))
+            .unwrap_or_default();
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: {user}\n  user:\n    {credentials}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: {user}\n{namespace}current-context: test\n",
+            self.server,
+            b64(&self.ca_pem),
         );
         let safe: String = user
             .chars()
@@ -457,7 +466,16 @@ impl ControlPlane {
             .dir
             .path()
             .join(format!("{safe}-{}.kubeconfig", rand::random::<u32>()));
-        io(format!("writing {}", path.display()), std::fs::write(&path, text))?;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        io(
+            format!("writing {}", path.display()),
+            opts.open(&path).and_then(|mut f| f.write_all(text.as_bytes())),
+        )?;
         Ok(path)
     }
 
@@ -491,30 +509,11 @@ impl ControlPlane {
     /// pod it stands for.
     pub async fn kubeconfig_for_service_account(&self, namespace: &str, sa: &str) -> Result<PathBuf> {
         let token = self.service_account_token(namespace, sa).await?;
-        let b64 = {
-            use base64::Engine;
-            base64::engine::general_purpose::STANDARD.encode(&self.ca_pem)
-        };
-        let user = format!("system:serviceaccount:{namespace}:{sa}");
-        let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    certificate-authority-data: {b64}\nusers:\n- name: {user}\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: {user}\n    namespace: {namespace}\ncurrent-context: test\n",
-            self.server,
-        );
-        let path = self.dir.path().join(format!(
-            "sa-{namespace}-{sa}-{}.kubeconfig",
-            rand::random::<u32>()
-        ));
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        io(
-            format!("writing {}", path.display()),
-            opts.open(&path).and_then(|mut f| f.write_all(text.as_bytes())),
-        )?;
-        Ok(path)
+        self.write_kubeconfig(
+            &format!("system:serviceaccount:{namespace}:{sa}"),
+            &format!("token: {token}"),
+            Some(namespace),
+        )
     }
 
     /// A client with admin rights.
@@ -543,6 +542,11 @@ impl ControlPlane {
             .map_err(|e| HarnessError::Kube(e.to_string()))?;
         Ok(name)
     }
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
 }
 
 /// Installs aws-lc-rs as the process' rustls provider (once; later calls are no-ops).

@@ -225,7 +225,7 @@ pub async fn run(opts: &Options, out: &mut dyn Write) -> Result<Report> {
             String::from_utf8_lossy(&kubectl.stderr)
         )));
     }
-    wait_established(&admin).await?;
+    wait_established(&admin, &docs).await?;
     load_keys(&admin, &opts.root.join("keys-example")).await?;
     say(
         out,
@@ -537,29 +537,26 @@ pub fn container_command(docs: &[Json], kind: &str, name: &str) -> Result<Vec<St
 }
 
 /// Waits until every CRD is established (the agent lists its kinds at start-up).
-async fn wait_established(client: &kube::Client) -> Result<()> {
+async fn wait_established(client: &kube::Client, docs: &[Json]) -> Result<()> {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::runtime::wait::{await_condition, conditions::is_crd_established};
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let list = crds
-            .list(&ListParams::default())
-            .await
-            .map_err(kube_err("listing CRDs"))?;
-        let pending = list.items.iter().any(|c| {
-            !c.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"))
-        });
-        if !pending {
-            return Ok(());
+    let names: Vec<&str> = docs
+        .iter()
+        .filter(|d| d["kind"] == "CustomResourceDefinition")
+        .filter_map(|d| d.pointer("/metadata/name").and_then(Json::as_str))
+        .collect();
+    let all = async {
+        for n in names {
+            await_condition(crds.clone(), n, is_crd_established()).await?;
         }
-        if Instant::now() > deadline {
-            return Err(fail("the CRDs were not established within 30 s"));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        Ok::<_, kube::runtime::wait::Error>(())
+    };
+    tokio::time::timeout(Duration::from_secs(30), all)
+        .await
+        .map_err(|_| fail("the CRDs were not established within 30 s"))?
+        .map_err(|e| fail(format!("waiting for the CRDs: {e}")))?;
+    Ok(())
 }
 
 /// The decryption Secret `sops-age` and an active sealing key, from `keys-example/`, as an

@@ -467,11 +467,12 @@ pub async fn stand_in_pod(
 ) -> Result<()> {
     use k8s_openapi::api::core::v1::{Node, Pod};
     let kerr = |e: kube::Error| HarnessError::Kube(e.to_string());
+    let client = cp.client().await?;
     // The endpoint-slice controller skips Pods whose Node it cannot find: one that no kubelet
     // runs on stands for this machine.
     let node: Node = serde_json::from_value(serde_json::json!({ "metadata": { "name": STAND_IN_NODE } }))
         .map_err(|e| HarnessError::Kube(e.to_string()))?;
-    match kube::Api::<Node>::all(cp.client().await?)
+    match kube::Api::<Node>::all(client.clone())
         .create(&kube::api::PostParams::default(), &node)
         .await
     {
@@ -498,7 +499,7 @@ pub async fn stand_in_pod(
         }
     }))
     .map_err(|e| HarnessError::Kube(e.to_string()))?;
-    let pods = kube::Api::<Pod>::namespaced(cp.client().await?, namespace);
+    let pods = kube::Api::<Pod>::namespaced(client, namespace);
     let started = Instant::now();
     loop {
         // The ServiceAccount admission plugin wants `default`, which the controller manager
