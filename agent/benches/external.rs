@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, PostParams};
-use lockstep_agent::external::Engine;
-use lockstep_agent::external::api::ExternalSecret;
-use lockstep_agent::external::engine::LocalStores;
 use lockstep_agent::plan::Inventory;
-use lockstep_agent::render::Keys;
+use lockstep_agent::secrets::DecryptionKeys as Keys;
+use lockstep_agent::secrets::external::Engine;
+use lockstep_agent::secrets::external::api::ExternalSecret;
+use lockstep_agent::secrets::external::engine::LocalStores;
 use lockstep_agent::source::GitCache;
 use lockstep_agent::sync::{Config, sync_once};
 use lockstep_tests::controlplane::{ControlPlane, Options};
@@ -144,11 +144,10 @@ fn main() {
     let t = Instant::now();
     let outcomes = rt.block_on(engine.run(&batch, &LocalStores::default()));
     let refresh_time = t.elapsed();
-    assert!(
-        outcomes
-            .iter()
-            .all(|o| matches!(o, lockstep_agent::external::engine::Outcome::Synced { .. }))
-    );
+    assert!(outcomes.iter().all(|o| matches!(
+        o,
+        lockstep_agent::secrets::external::engine::Outcome::Synced { .. }
+    )));
     let refresh_total = engine.calls.total("aws") - sync_total;
 
     eprintln!("naive: one GetSecretValue per reference, in sequence ...");

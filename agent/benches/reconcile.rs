@@ -23,7 +23,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hmac::Mac;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::discovery::ApiResource;
@@ -144,19 +143,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn signed_push(port: u16, url: &str) -> u16 {
-    let body = json!({ "ref": "refs/heads/main", "repository": { "clone_url": url } }).to_string();
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(HOOK.as_bytes()).unwrap();
-    mac.update(body.as_bytes());
-    let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    http(
-        port,
-        "POST",
-        "/hook/github",
-        &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &sig)],
-        body.as_bytes(),
-    )
-    .unwrap()
-    .0
+    lockstep_tests::services::github_push(port, url, "refs/heads/main", HOOK)
+        .unwrap()
+        .0
 }
 
 fn main() {

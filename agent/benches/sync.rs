@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lockstep_agent::plan::Inventory;
-use lockstep_agent::render::Keys;
+use lockstep_agent::secrets::DecryptionKeys as Keys;
 use lockstep_agent::source::GitCache;
 use lockstep_agent::sync::{Config, sync_once};
 use lockstep_formats::sealed::{self, KeyRing, UnsealingKey};

@@ -159,6 +159,28 @@ pub enum Error {
         /// Keys that were present but unusable.
         skipped: Vec<String>,
     },
+    /// The file has no age key: it is encrypted only for master keys of other types.
+    #[error("encrypted for {} only; Lockstep decrypts age keys", .keys.join(" and "))]
+    NotForAge {
+        /// The master keys it has, each with its public name (`PGP key 35C1A64C…`).
+        keys: Vec<String>,
+    },
+    /// A YAML document is larger than the loader accepts.
+    #[error("the document is {bytes} bytes; at most {limit} are read")]
+    TooLarge {
+        /// Its size.
+        bytes: usize,
+        /// The bound.
+        limit: usize,
+    },
+    /// A YAML document goes beyond a bound of the loader (nesting depth, alias expansion).
+    #[error("at {path}: {message}")]
+    Limit {
+        /// Where.
+        path: String,
+        /// Which bound, and by how much.
+        message: String,
+    },
     /// age refused to encrypt or decrypt a stanza.
     #[error("age: {0}")]
     Age(String),
@@ -236,6 +258,7 @@ impl Error {
             | Error::NotEnoughShares { .. }
             | Error::MacUndecryptable
             | Error::MacMismatch
+            | Error::NotForAge { .. }
             | Error::Age(_) => Some("sops"),
             Error::NoSealingKey { .. } | Error::Sealed(_) => Some("sealed"),
             _ => None,

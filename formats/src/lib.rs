@@ -6,10 +6,12 @@
 //!   deterministic emitter.
 //! * [`sops`]: the SOPS engine (age key groups, Shamir, MAC, value cipher, stores).
 //! * [`sealed`]: Bitnami Sealed Secrets (hybrid RSA-OAEP + AES-GCM, scopes, keys, objects).
-//! * [`secret`]: zeroizing byte buffers with redacting `Debug`.
+//! * [`secret`]: zeroizing containers (bytes, JSON objects) with redacting `Debug`.
+//! * [`names`]: names of Lockstep's API shared by the agent and the CLI.
 
 pub mod duration;
 pub mod error;
+pub mod names;
 pub mod sealed;
 pub mod secret;
 pub mod sops;

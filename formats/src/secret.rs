@@ -92,6 +92,75 @@ impl fmt::Debug for DataKey {
     }
 }
 
+/// A JSON object that may hold secret values (a decrypted Secret manifest, a Secret read back
+/// from the API server): every string in it is wiped when it is dropped or replaced, and its
+/// `Debug` shows nothing. Map keys (field and Secret key names) are not secret and are not wiped.
+#[derive(Clone, Default, PartialEq)]
+pub struct SecretJson(serde_json::Value);
+
+impl SecretJson {
+    /// Wraps `value`; it is moved, not copied.
+    pub fn new(value: serde_json::Value) -> Self {
+        Self(value)
+    }
+}
+
+impl std::ops::Deref for SecretJson {
+    type Target = serde_json::Value;
+    fn deref(&self) -> &serde_json::Value {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for SecretJson {
+    fn deref_mut(&mut self) -> &mut serde_json::Value {
+        &mut self.0
+    }
+}
+
+impl From<serde_json::Value> for SecretJson {
+    fn from(v: serde_json::Value) -> Self {
+        Self(v)
+    }
+}
+
+impl serde::Serialize for SecretJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl fmt::Debug for SecretJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretJson(<redacted>)")
+    }
+}
+
+impl Zeroize for SecretJson {
+    fn zeroize(&mut self) {
+        wipe_json(&mut self.0);
+    }
+}
+
+impl Drop for SecretJson {
+    fn drop(&mut self) {
+        wipe_json(&mut self.0);
+    }
+}
+
+/// Wipes every string of a JSON value in place (numbers and booleans are overwritten with
+/// `null`), leaving its shape and keys; for values that held secret material and are about to
+/// be dropped.
+pub fn wipe_json(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => s.zeroize(),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(wipe_json),
+        serde_json::Value::Object(m) => m.values_mut().for_each(wipe_json),
+        serde_json::Value::Number(_) | serde_json::Value::Bool(_) => *v = serde_json::Value::Null,
+        serde_json::Value::Null => {}
+    }
+}
+
 /// Keeps this process' memory out of reach, as OpenSSH's `ssh-agent` does: no core dump
 /// (`RLIMIT_CORE` 0, and not dumpable), and, because it is not dumpable, no `ptrace` attach or
 /// `/proc/<pid>/mem` read by other processes of the same user. Called first thing by the agent
@@ -125,5 +194,32 @@ mod tests {
         assert_eq!((core.current, core.maximum), (Some(0), Some(0)));
         // Twice is fine (the CLI and the agent call it once; tests share a process).
         protect_process().unwrap();
+    }
+}
+
+#[cfg(test)]
+mod json_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn secret_json_wipes_its_strings_in_place_and_shows_nothing() {
+        let mut v = SecretJson::new(serde_json::json!({
+            "data": { "password": "CANARY-wipe", "n": 7 }, "list": ["CANARY-item"]
+        }));
+        assert_eq!(format!("{v:?}"), "SecretJson(<redacted>)");
+        assert_eq!(v.pointer("/data/password").unwrap(), "CANARY-wipe");
+        let keep = v.clone();
+        v.zeroize();
+        assert_eq!(
+            *v,
+            serde_json::json!({ "data": { "password": "", "n": null }, "list": [""] }),
+            "the shape stays, the values go"
+        );
+        assert_eq!(
+            keep.pointer("/list/0").unwrap(),
+            "CANARY-item",
+            "a clone is its own copy"
+        );
     }
 }

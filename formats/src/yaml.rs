@@ -7,6 +7,9 @@
 //!   timestamp, `1_000` is an int.
 //! * Anchors and aliases are expanded into copies; a merge key `<<` stays a literal key (as in
 //!   sops). Duplicate keys are rejected.
+//! * Input is bounded ([`Limits`]): its size, its nesting depth, and alias expansion, which is
+//!   refused by Go `yaml.v3`'s own rule (what sops and the API server parse with) before a
+//!   "billion laughs" document can exhaust memory.
 //! * Comments become items of the mapping or sequence they stand in; a same-line comment is put
 //!   before the item it follows, as sops does.
 //! * The emitter writes block style with four-space indentation like sops, quotes every string
@@ -22,9 +25,59 @@ use crate::tree::{KeyPath, MapItem, Value};
 
 // ==== loading ====
 
-/// Loads every document of a YAML stream. Empty documents are skipped.
+/// Bounds on what the loader reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest document stream, in bytes.
+    pub max_bytes: usize,
+    /// The deepest nesting of mappings and sequences (aliases expanded).
+    pub max_depth: usize,
+}
+
+impl Default for Limits {
+    /// 16 MiB (the API server takes at most 3 MiB per object) and 200 levels (far beyond any
+    /// manifest; the parser's own bound is 255 per style; every recursive walk of a document
+    /// stays well within a thread's stack).
+    fn default() -> Self {
+        Self {
+            max_bytes: 16 * 1024 * 1024,
+            max_depth: 200,
+        }
+    }
+}
+
+/// yaml.v3's alias budget (`decode.go`, `allowedAliasRatio`): up to 400,000 decoded nodes, 99 %
+/// may come from aliases; from 4,000,000 on, 10 %; in between, a straight line.
+fn allowed_alias_ratio(decoded: usize) -> f64 {
+    const LOW: usize = 400_000;
+    const HIGH: usize = 4_000_000;
+    if decoded <= LOW {
+        0.99
+    } else if decoded >= HIGH {
+        0.10
+    } else {
+        0.99 - 0.89 * ((decoded - LOW) as f64 / (HIGH - LOW) as f64)
+    }
+}
+
+/// Loads every document of a YAML stream, within the default [`Limits`]. Empty documents are
+/// skipped.
 pub fn load_documents(text: &str) -> Result<Vec<Value>> {
-    let mut b = Builder::default();
+    load_documents_with(text, Limits::default())
+}
+
+/// [`load_documents`] within `limits`.
+pub fn load_documents_with(text: &str, limits: Limits) -> Result<Vec<Value>> {
+    if text.len() > limits.max_bytes {
+        return Err(Error::TooLarge {
+            bytes: text.len(),
+            limit: limits.max_bytes,
+        });
+    }
+    let mut b = Builder {
+        limits,
+        ..Builder::default()
+    };
     for ev in Parser::new_from_str(text) {
         let (event, span) = ev.map_err(|e| Error::Yaml {
             line: e.marker().line(),
@@ -69,6 +122,10 @@ enum FrameKind {
 
 struct Frame {
     kind: FrameKind,
+    /// Nodes in the collection so far, itself included.
+    nodes: usize,
+    /// Levels of collections below it.
+    height: usize,
     anchor: usize,
     col: usize,
     block: bool,
@@ -77,12 +134,25 @@ struct Frame {
     last_item: Option<(usize, usize)>,
 }
 
+/// An anchored node: its value, how many nodes it has and how deep it nests, so that an
+/// alias of it is counted (and refused) before it is copied.
+struct Anchored {
+    value: Value,
+    nodes: usize,
+    height: usize,
+}
+
 #[derive(Default)]
 struct Builder {
     docs: Vec<Value>,
     stack: Vec<Frame>,
-    anchors: HashMap<usize, Value>,
+    anchors: HashMap<usize, Anchored>,
     pending: Vec<PendingComment>,
+    limits: Limits,
+    /// Nodes decoded so far, aliases expanded (yaml.v3's `decodeCount`).
+    decoded: usize,
+    /// Of those, nodes that came from aliases (yaml.v3's `aliasCount`).
+    aliased: usize,
 }
 
 impl Builder {
@@ -90,10 +160,11 @@ impl Builder {
         match event {
             Event::Comment(text, placement) => self.comment(text.into_owned(), placement, line, col),
             Event::Scalar(text, style, anchor, tag) => {
+                self.decoded += 1;
                 if self.expecting_key() {
                     let key = text.into_owned();
                     if anchor != 0 {
-                        self.anchors.insert(anchor, Value::Str(key.clone()));
+                        self.anchor(anchor, Value::Str(key.clone()), 1, 0);
                     }
                     return self.start_entry(key, line);
                 }
@@ -105,15 +176,26 @@ impl Builder {
                         message,
                     })?;
                 if anchor != 0 {
-                    self.anchors.insert(anchor, v.clone());
+                    self.anchor(anchor, v.clone(), 1, 0);
                 }
-                self.complete(v)
+                self.complete(v, 1, 0)
             }
             Event::Alias(id) => {
-                let v = self.anchors.get(&id).cloned().ok_or_else(|| Error::Structure {
-                    path: self.child_path().to_string(),
-                    message: "alias refers to an unknown anchor".into(),
-                })?;
+                let (nodes, height) = match self.anchors.get(&id) {
+                    Some(a) => (a.nodes, a.height),
+                    None => {
+                        return Err(Error::Structure {
+                            path: self.child_path().to_string(),
+                            message: "alias refers to an unknown anchor".into(),
+                        });
+                    }
+                };
+                self.expand(nodes, height)?;
+                let v = self
+                    .anchors
+                    .get(&id)
+                    .map(|a| a.value.clone())
+                    .unwrap_or(Value::Null);
                 if self.expecting_key() {
                     return match v {
                         Value::Map(_) | Value::Seq(_) => Err(self.complex_key()),
@@ -121,7 +203,7 @@ impl Builder {
                     };
                 }
                 self.start_item(line);
-                self.complete(v)
+                self.complete(v, nodes, height)
             }
             Event::MappingStart(style, anchor, _) | Event::SequenceStart(style, anchor, _) => {
                 if self.expecting_key() {
@@ -130,6 +212,13 @@ impl Builder {
                 let is_map = matches!(event, Event::MappingStart(..));
                 self.start_item(line);
                 let path = self.child_path();
+                self.decoded += 1;
+                if self.stack.len() >= self.limits.max_depth {
+                    return Err(Error::Limit {
+                        path: path.to_string(),
+                        message: format!("nested deeper than {} levels", self.limits.max_depth),
+                    });
+                }
                 let kind = if is_map {
                     FrameKind::Map {
                         items: Vec::new(),
@@ -140,6 +229,8 @@ impl Builder {
                 };
                 self.stack.push(Frame {
                     kind,
+                    nodes: 1,
+                    height: 0,
                     anchor,
                     col,
                     block: matches!(style, granit_parser::StructureStyle::Block),
@@ -166,17 +257,53 @@ impl Builder {
                     FrameKind::Map { items, .. } => Value::Map(items),
                     FrameKind::Seq { items } => Value::Seq(items),
                 };
+                let (nodes, height) = (frame.nodes, frame.height + 1);
                 if frame.anchor != 0 {
-                    self.anchors.insert(frame.anchor, v.clone());
+                    self.anchor(frame.anchor, v.clone(), nodes, height);
                 }
-                self.complete(v)
+                self.complete(v, nodes, height)
             }
             Event::DocumentStart(..) => {
+                // Anchors and the alias budget are per document, as in yaml.v3.
                 self.anchors.clear();
+                (self.decoded, self.aliased) = (0, 0);
                 Ok(())
             }
             _ => Ok(()),
         }
+    }
+
+    fn anchor(&mut self, id: usize, value: Value, nodes: usize, height: usize) {
+        self.anchors.insert(id, Anchored { value, nodes, height });
+    }
+
+    /// Counts an alias of `nodes` nodes nesting `height` levels, and refuses it when it goes
+    /// beyond yaml.v3's alias budget or the depth limit, before anything is copied.
+    fn expand(&mut self, nodes: usize, height: usize) -> Result<()> {
+        self.decoded = self.decoded.saturating_add(nodes);
+        self.aliased = self.aliased.saturating_add(nodes);
+        if self.aliased > 100
+            && self.decoded > 1000
+            && self.aliased as f64 / self.decoded as f64 > allowed_alias_ratio(self.decoded)
+        {
+            return Err(Error::Limit {
+                path: self.child_path().to_string(),
+                message: format!(
+                    "excessive aliasing: {} of {} nodes come from aliases (refused as Go's yaml.v3 refuses it)",
+                    self.aliased, self.decoded
+                ),
+            });
+        }
+        if self.stack.len() + height > self.limits.max_depth {
+            return Err(Error::Limit {
+                path: self.child_path().to_string(),
+                message: format!(
+                    "nested deeper than {} levels (through an alias)",
+                    self.limits.max_depth
+                ),
+            });
+        }
+        Ok(())
     }
 
     fn finish(mut self) -> Result<Vec<Value>> {
@@ -270,7 +397,11 @@ impl Builder {
         }
     }
 
-    fn complete(&mut self, v: Value) -> Result<()> {
+    fn complete(&mut self, v: Value, nodes: usize, height: usize) -> Result<()> {
+        if let Some(parent) = self.stack.last_mut() {
+            parent.nodes = parent.nodes.saturating_add(nodes);
+            parent.height = parent.height.max(height);
+        }
         match self.stack.last_mut() {
             None => {
                 match v {
@@ -1110,5 +1241,87 @@ mod tests {
             crate::tree::get(&docs[0], "other"),
             crate::tree::get(&docs[0], "base")
         );
+    }
+
+    /// The classic "billion laughs": nine aliases of nine aliases of ..., 1 KB of YAML that
+    /// expands to 9^9 nodes.
+    pub(crate) fn billion_laughs() -> String {
+        let mut text =
+            String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+        let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+        for w in names.windows(2) {
+            let (prev, next) = (w[0], w[1]);
+            let refs = vec![format!("*{prev}"); 9].join(",");
+            text.push_str(&format!("{next}: &{next} [{refs}]\n"));
+        }
+        text
+    }
+
+    #[test]
+    fn alias_expansion_is_bounded_like_yaml_v3() {
+        let text = billion_laughs();
+        assert!(text.len() < 1024, "{} bytes", text.len());
+        let started = std::time::Instant::now();
+        let e = load_documents(&text).unwrap_err().to_string();
+        assert!(e.contains("excessive aliasing"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // Ordinary use of anchors is fine: a base merged into many places.
+        let mut ok = String::from("base: &base {image: nginx, pull: Always, port: 80}\n");
+        for i in 0..200 {
+            ok.push_str(&format!("c{i}: *base\n"));
+        }
+        assert_eq!(load_mappings(&ok).unwrap()[0].len(), 201);
+        // The budget is per document.
+        let two = format!("{ok}---\n{ok}");
+        assert_eq!(load_documents(&two).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn nesting_and_size_are_bounded() {
+        let deep = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        let limits = Limits::default();
+        assert!(load_documents(&deep(limits.max_depth)).is_ok());
+        let e = load_documents(&deep(limits.max_depth + 1))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nested deeper than 200 levels"), "{e}");
+        // Through an alias: an anchor 150 deep used 100 levels down.
+        let via_alias = format!(
+            "a: &a {}\nb: {}*a{}\n",
+            deep(150),
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        let e = load_documents(&via_alias).unwrap_err().to_string();
+        assert!(e.contains("through an alias"), "{e}");
+        let small = Limits {
+            max_bytes: 10,
+            ..Limits::default()
+        };
+        let e = load_documents_with("a: 0123456789\n", small)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "the document is 14 bytes; at most 10 are read");
+    }
+
+    #[test]
+    fn the_deepest_document_allowed_is_walked_within_a_small_stack() {
+        // Every recursive walk of a tree (JSON, emitting, dropping) at the depth limit, on a
+        // thread with half the stack of a tokio worker (2 MiB), in a debug build.
+        let n = Limits::default().max_depth;
+        let text = format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        std::thread::Builder::new()
+            .stack_size(1024 * 1024)
+            .spawn(move || {
+                let docs = load_documents(&text).unwrap();
+                let json = crate::sops::stores::to_json(&docs[0]).unwrap();
+                let back = crate::sops::stores::from_json(json.clone());
+                let _ = emit_documents(&[back]).unwrap();
+                drop(json);
+                drop(docs);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }

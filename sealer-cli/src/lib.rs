@@ -301,7 +301,10 @@ impl CliError {
             CliError::Formats(e) => match e.root() {
                 F::MacMismatch => 51,
                 F::MacUndecryptable => 24,
-                F::NoIdentityMatched { .. } | F::NoIdentities { .. } | F::NotEnoughShares { .. } => 128,
+                F::NoIdentityMatched { .. }
+                | F::NoIdentities { .. }
+                | F::NotForAge { .. }
+                | F::NotEnoughShares { .. } => 128,
                 F::AlreadyEncrypted => 203,
                 F::NoRecipients => 111,
                 F::Config { .. } => 5,

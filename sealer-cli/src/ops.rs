@@ -11,9 +11,7 @@ use serde_json::Value as Json;
 
 use crate::{CliError, Result};
 
-/// The annotation that asks the agent for a sync now (the agent's
-/// `controller::RECONCILE_ANNOTATION`).
-pub const RECONCILE_ANNOTATION: &str = "lockstep.dev/reconcile-requested-at";
+pub use lockstep_formats::names::RECONCILE_ANNOTATION;
 
 /// Where the Syncs are and how to reach the cluster.
 #[derive(Args, Clone, Debug)]
@@ -265,7 +263,11 @@ mod imp {
 
     fn syncs(client: &kube::Client, namespace: Option<&str>) -> Api<DynamicObject> {
         let ar = ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("lockstep.dev", "v1alpha1", "Sync"),
+            &GroupVersionKind::gvk(
+                lockstep_formats::names::GROUP,
+                lockstep_formats::names::SYNC_VERSION,
+                "Sync",
+            ),
             "syncs",
         );
         match namespace {

@@ -282,3 +282,85 @@ fn keygen_never_overwrites_and_writes_0600() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to overwrite"));
     assert_eq!(std::fs::read(env.path("id.txt")).unwrap(), before);
 }
+
+/// Runs `lockstep ARGS` with its address space capped (`prlimit --as`), so that a document
+/// that expanded without bound would abort the process instead of passing the test.
+fn lockstep_capped(env: &Env, args: &[&str], cap_mib: u64) -> std::process::Output {
+    let mut c = std::process::Command::new("prlimit");
+    c.current_dir(env.dir.path())
+        .arg(format!("--as={}", cap_mib * 1024 * 1024))
+        .arg(env!("CARGO_BIN_EXE_lockstep"))
+        .args(args);
+    common::run(&mut c, env.dir.path(), None)
+}
+
+#[test]
+fn a_billion_laughs_document_is_refused_at_once_within_bounded_memory() {
+    let env = Env::new();
+    let laughs = lockstep_tests::billion_laughs();
+    assert!(laughs.len() < 1024, "{} bytes", laughs.len());
+    env.write("laughs.yaml", laughs.as_bytes());
+    let started = std::time::Instant::now();
+    let out = lockstep_capped(
+        &env,
+        &[
+            "sops",
+            "encrypt",
+            "--age",
+            &env.k1.recipient,
+            "-o",
+            "laughs.enc.yaml",
+            "laughs.yaml",
+        ],
+        512,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a clean refusal, not a crash: {stderr}"
+    );
+    assert!(
+        stderr.contains("laughs.yaml") && stderr.contains("excessive aliasing"),
+        "{stderr}"
+    );
+    assert!(!env.path("laughs.enc.yaml").exists());
+    // Nesting beyond the bound, likewise.
+    let deep = format!("a: {}1{}\n", "[".repeat(210), "]".repeat(210));
+    env.write("deep.yaml", deep.as_bytes());
+    let out = lockstep_capped(
+        &env,
+        &["sops", "encrypt", "--age", &env.k1.recipient, "deep.yaml"],
+        512,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("deep.yaml") && stderr.contains("nested deeper than"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_file_only_for_pgp_names_its_key_instead_of_asking_for_an_age_key() {
+    let env = Env::new();
+    let pgp = lockstep_tests::PgpKey::generate(env.dir.path());
+    env.write(
+        FILE,
+        format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: {CANARY}\n")
+            .as_bytes(),
+    );
+    pgp.sops_encrypt(&env.path(FILE), env.dir.path());
+    let expect = format!(
+        "encrypted for PGP key {} only; Lockstep decrypts age keys",
+        pgp.fingerprint
+    );
+    // With no age identity at all, and with one: the same answer, not "set SOPS_AGE_KEY_FILE".
+    for key in [None, Some(env.k1.path.as_path())] {
+        let code = decrypt_fails(&env, key, &[&expect]);
+        assert_eq!(code, 128, "sops' exit code for an unavailable data key");
+        let out = env.lockstep(key, &["sops", "decrypt", FILE]);
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("SOPS_AGE_KEY_FILE"));
+    }
+}

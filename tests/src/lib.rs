@@ -85,6 +85,90 @@ impl AgeKey {
     }
 }
 
+/// The classic "billion laughs": nine aliases of nine aliases of ..., under 1 KB of YAML that
+/// expands to 9^9 nodes.
+pub fn billion_laughs() -> String {
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+    let mut text = format!("a: &a [{}]\n", ["\"lol\""; 9].join(","));
+    for w in names.windows(2) {
+        let refs = vec![format!("*{}", w[0]); 9].join(",");
+        text.push_str(&format!("{}: &{} [{refs}]\n", w[1], w[1]));
+    }
+    text
+}
+
+/// A PGP key made by the real GnuPG in its own home directory (no passphrase).
+pub struct PgpKey {
+    /// The `GNUPGHOME` holding it.
+    pub home: PathBuf,
+    /// Its fingerprint, as sops writes it (`fp`).
+    pub fingerprint: String,
+}
+
+impl PgpKey {
+    /// Generates a key in `dir/gnupg`.
+    pub fn generate(dir: &Path) -> Self {
+        let home = dir.join("gnupg");
+        std::fs::create_dir_all(&home).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        let gpg = |args: &[&str]| {
+            let out = Command::new(peer("gpg"))
+                .env("GNUPGHOME", &home)
+                .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "gpg {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        };
+        // `default` makes a signing primary key and an encryption subkey.
+        gpg(&[
+            "--quick-gen-key",
+            "Lockstep Test <test@example.com>",
+            "default",
+            "default",
+            "never",
+        ]);
+        let listed = gpg(&["--with-colons", "--list-keys"]);
+        let fingerprint = listed
+            .lines()
+            .find_map(|l| l.strip_prefix("fpr:::::::::"))
+            .map(|f| f.trim_end_matches(':').to_owned())
+            .expect("gpg listed no fingerprint");
+        Self { home, fingerprint }
+    }
+
+    /// Encrypts a Secret manifest in place with the real `sops` for this key only (`data` and
+    /// `stringData`); `home` stands in for `HOME`.
+    pub fn sops_encrypt(&self, file: &Path, home: &Path) {
+        let mut c = Command::new(peer("sops"));
+        c.args([
+            "encrypt",
+            "-i",
+            "--pgp",
+            &self.fingerprint,
+            "--encrypted-regex",
+            "^(data|stringData)$",
+        ])
+        .arg(file)
+        .env("GNUPGHOME", &self.home);
+        let out = run(&mut c, home, None);
+        assert!(
+            out.status.success(),
+            "sops encrypt --pgp: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// Runs a command with no inherited sops/age configuration, `HOME` pointed at `home`.
 pub fn run(cmd: &mut Command, home: &Path, stdin: Option<&[u8]>) -> Output {
     for var in [
@@ -152,22 +236,43 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// Polls `f` every 50 ms until it gives a value; panics naming `what` after `secs` seconds.
-pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
-    secs: u64,
+/// Polls `f` every 25 ms until it gives a value; panics naming `what` after `secs` seconds.
+pub async fn eventually<T>(what: &str, secs: u64, f: impl AsyncFnMut() -> Option<T>) -> T {
+    eventually_showing(what, secs, &[], f).await
+}
+
+/// [`eventually`], and when it times out, the last lines of each of `logs` (the processes the
+/// wait depends on) in the panic message.
+pub async fn eventually_showing<T>(
     what: &str,
-    mut f: impl FnMut() -> F,
+    secs: u64,
+    logs: &[&Path],
+    mut f: impl AsyncFnMut() -> Option<T>,
 ) -> T {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     loop {
         if let Some(t) = f().await {
             return t;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        if std::time::Instant::now() >= deadline {
+            let tails: Vec<String> = logs
+                .iter()
+                .map(|l| {
+                    let text = std::fs::read_to_string(l).unwrap_or_default();
+                    let lines: Vec<&str> = text.lines().collect();
+                    format!(
+                        "--- {} ---\n{}",
+                        l.display(),
+                        lines[lines.len().saturating_sub(15)..].join("\n")
+                    )
+                })
+                .collect();
+            panic!(
+                "timed out after {secs} s waiting for {what}\n{}",
+                tails.join("\n")
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
 }
 

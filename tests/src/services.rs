@@ -198,6 +198,28 @@ pub fn http(
     Ok((status, body))
 }
 
+/// A GitHub `push` event for `reference` of `url`, signed with `secret` as GitHub signs it
+/// (`X-Hub-Signature-256`), posted to `/hook/github` on a loopback port: `(status, body)`.
+pub fn github_push(port: u16, url: &str, reference: &str, secret: &str) -> Result<(u16, String)> {
+    use hmac::Mac;
+    let body = serde_json::json!({ "ref": reference, "repository": { "clone_url": url, "html_url": url } })
+        .to_string();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
+    mac.update(body.as_bytes());
+    let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    http(
+        port,
+        "POST",
+        "/hook/github",
+        &[
+            ("X-GitHub-Event", "push"),
+            ("X-Hub-Signature-256", &sig),
+            ("Content-Type", "application/json"),
+        ],
+        body.as_bytes(),
+    )
+}
+
 /// Runs a controller built for in-cluster use (it reads `rest.InClusterConfig()`: the
 /// `KUBERNETES_SERVICE_*` variables and `/var/run/secrets/kubernetes.io/serviceaccount`) against
 /// the test control plane as ServiceAccount `sa` of `namespace`. A private mount namespace puts

@@ -24,6 +24,9 @@ use clap::{Parser, Subcommand};
 mod gobuild;
 mod peers;
 
+/// Tests run at once within a test binary by `cargo xtask test`.
+const E2E_THREADS: &str = "4";
+
 /// cargo-fuzz, for the fuzz targets.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
@@ -71,9 +74,15 @@ fn main() -> Result<()> {
         Cmd::Test { fuzz_seconds } => {
             setup()?;
             step("cargo test --workspace", || {
-                run(Command::new(cargo())
-                    .current_dir(&root)
-                    .args(["test", "--workspace", "--all-targets"]))
+                let mut test = Command::new(cargo());
+                test.current_dir(&root)
+                    .args(["test", "--workspace", "--all-targets"]);
+                // The end-to-end tests mostly wait on the control plane and the peers: four at a
+                // time keep two cores busy (RUST_TEST_THREADS set by the caller wins).
+                if std::env::var_os("RUST_TEST_THREADS").is_none() {
+                    test.env("RUST_TEST_THREADS", E2E_THREADS);
+                }
+                run(&mut test)
             })?;
             if fuzz_seconds > 0 {
                 fuzz(&root, fuzz_seconds, true)?;

@@ -77,6 +77,8 @@ pub fn setup(cache: &Path) -> Result<()> {
         link(&venv.join("bin/moto_server"), &bin.join("moto_server"))
     })?;
     step("age (Debian)", || apt_tool(&["age", "age-keygen"], "age"))?;
+    // GnuPG makes the PGP keys of SOPS files that Lockstep must name when it refuses them.
+    step("GnuPG (Debian)", || apt_tool(&["gpg"], "gnupg"))?;
     // The real sshd serves Git over SSH in tests (the Debian package's own service is not
     // started where policy-rc.d forbids it, as in containers; tests run sshd on their own port
     // and configuration). The agent itself needs only the client tools.

@@ -266,10 +266,15 @@ pub fn unwrap_data_key(meta: &Metadata, ids: &Identities) -> Result<DataKey> {
     }
     let no_match = || {
         let mut skipped = ids.skipped.clone();
-        let others: usize = meta.key_groups.iter().map(KeyGroup::other_count).sum();
-        if others > 0 {
+        let others: Vec<String> = meta
+            .key_groups
+            .iter()
+            .flat_map(KeyGroup::describe_others)
+            .collect();
+        if !others.is_empty() {
             skipped.push(format!(
-                "{others} non-age master key(s) in the file (kms/pgp/vault) are not supported"
+                "the file's other master keys ({}) are not supported: Lockstep decrypts age keys",
+                others.join(", ")
             ));
         }
         Error::NoIdentityMatched {

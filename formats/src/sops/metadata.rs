@@ -33,6 +33,43 @@ pub struct KeyGroup {
 }
 
 impl KeyGroup {
+    /// The non-age master keys, each by its type's name and its public identifier:
+    /// `PGP key FBC7B9E2…`, `AWS KMS key arn:aws:kms:…`, `Vault transit key https://…/keys/k`.
+    pub fn describe_others(&self) -> Vec<String> {
+        let field = |v: &Value, name: &str| match v.get(name) {
+            Some(Value::Str(s)) => s.trim().to_owned(),
+            _ => String::new(),
+        };
+        let mut out = Vec::new();
+        for (kind, v) in &self.other {
+            let entries: Vec<&Value> = match v {
+                Value::Seq(s) => s.iter().filter(|e| !matches!(e, Value::Comment(_))).collect(),
+                other => vec![other],
+            };
+            for e in entries {
+                out.push(match kind.as_str() {
+                    "pgp" => format!("PGP key {}", field(e, "fp")),
+                    "kms" => format!("AWS KMS key {}", field(e, "arn")),
+                    "gcp_kms" => format!("GCP KMS key {}", field(e, "resource_id")),
+                    "azure_kv" => format!(
+                        "Azure Key Vault key {}/keys/{}",
+                        field(e, "vault_url").trim_end_matches('/'),
+                        field(e, "name")
+                    ),
+                    "hc_vault" => format!(
+                        "Vault transit key {}/v1/{}/keys/{}",
+                        field(e, "vault_address").trim_end_matches('/'),
+                        field(e, "engine_path"),
+                        field(e, "key_name")
+                    ),
+                    "hckms" => format!("Huawei Cloud KMS key {}", field(e, "key_id")),
+                    other => format!("{other} key"),
+                });
+            }
+        }
+        out
+    }
+
     /// Number of non-age master keys.
     pub fn other_count(&self) -> usize {
         self.other

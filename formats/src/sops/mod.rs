@@ -109,6 +109,23 @@ impl zeroize::Zeroize for Decrypted {
     }
 }
 
+/// A file with no age key at all cannot be opened here, whatever identities are at hand: say
+/// what it is encrypted for instead of asking for an age identity.
+fn refuse_without_age(metadata: &Metadata) -> Result<()> {
+    if metadata.age_entry_count() > 0 {
+        return Ok(());
+    }
+    let keys: Vec<String> = metadata
+        .key_groups
+        .iter()
+        .flat_map(metadata::KeyGroup::describe_others)
+        .collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    Err(Error::NotForAge { keys })
+}
+
 /// Decrypts a SOPS file and verifies its MAC (unless told not to).
 pub fn decrypt(
     name: &str,
@@ -131,6 +148,7 @@ fn decrypt_inner(
     let (docs, meta_value) = stores::load_encrypted(format, bytes)?;
     let mut docs = Zeroizing::new(docs);
     let metadata = Metadata::from_value(&meta_value)?;
+    refuse_without_age(&metadata)?;
     if ids.is_empty() {
         return Err(Error::NoIdentities {
             skipped: ids.skipped().to_vec(),
@@ -306,6 +324,7 @@ pub fn update_keys(
         if same_groups(&current, &normalized) && want_threshold == have_threshold && !others {
             return Ok(None);
         }
+        refuse_without_age(&metadata)?;
         if ids.is_empty() {
             return Err(Error::NoIdentities {
                 skipped: ids.skipped().to_vec(),
@@ -353,11 +372,18 @@ pub fn rotate(
     (|| {
         let (decrypted, _old) = decrypt_inner(bytes, format, ids, DecryptOptions::default())?;
         let mut metadata = decrypted.metadata.clone();
-        if metadata.key_groups.iter().any(|g| g.other_count() > 0) {
+        let others: Vec<String> = metadata
+            .key_groups
+            .iter()
+            .flat_map(metadata::KeyGroup::describe_others)
+            .collect();
+        if !others.is_empty() {
             return Err(Error::Metadata {
                 field: "key_groups".into(),
-                message: "the file has non-age master keys (kms/pgp/vault) that lockstep cannot re-wrap"
-                    .into(),
+                message: format!(
+                    "the file also has {}, which Lockstep cannot re-wrap (it handles age keys)",
+                    others.join(" and ")
+                ),
             });
         }
         let rm: Vec<String> = opts.rm_age.iter().map(|r| r.trim().to_owned()).collect();
@@ -391,4 +417,81 @@ pub fn rotate(
 /// Whether a loaded document carries SOPS metadata (a top-level `sops` mapping with a `mac`).
 pub fn is_encrypted_document(doc: &Branch) -> bool {
     matches!(crate::tree::get(doc, "sops"), Some(v @ Value::Map(_)) if v.get("mac").is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A file encrypted for an age key whose `age` master keys are replaced by `others`.
+    fn only_for(others: Vec<(&str, Value)>) -> String {
+        let (_, recipient) = keys::generate_identity();
+        let opts = EncryptOptions {
+            key_groups: vec![vec![recipient]],
+            shamir_threshold: None,
+            rule: None,
+            mac_only_encrypted: false,
+        };
+        let text = encrypt("f.yaml", b"password: CANARY-other-keys\n", Format::Yaml, &opts).unwrap();
+        let mut docs = crate::yaml::load_documents(&text).unwrap();
+        let Value::Map(items) = &mut docs[0] else { panic!() };
+        let Some(MapItem::Entry(_, Value::Map(sops))) = items
+            .iter_mut()
+            .find(|i| matches!(i, MapItem::Entry(k, _) if k == "sops"))
+        else {
+            panic!()
+        };
+        sops.retain(|i| !matches!(i, MapItem::Entry(k, _) if k == "age"));
+        for (k, v) in others {
+            sops.push(MapItem::Entry(k.into(), v));
+        }
+        crate::yaml::emit_documents(&docs).unwrap()
+    }
+
+    fn entry(fields: &[(&str, &str)]) -> Value {
+        Value::Seq(vec![Value::Map(
+            fields
+                .iter()
+                .map(|(k, v)| MapItem::Entry((*k).into(), Value::Str((*v).into())))
+                .collect(),
+        )])
+    }
+
+    #[test]
+    fn a_file_without_age_keys_says_what_it_is_encrypted_for() {
+        let text = only_for(vec![
+            (
+                "kms",
+                entry(&[("arn", "arn:aws:kms:eu-west-1:111122223333:key/k1")]),
+            ),
+            (
+                "hc_vault",
+                entry(&[
+                    ("vault_address", "https://vault.example.com:8200/"),
+                    ("engine_path", "sops"),
+                    ("key_name", "apps"),
+                ]),
+            ),
+        ]);
+        let (id, _) = keys::generate_identity();
+        let mut ids = Identities::new();
+        ids.add_text("test", &id).unwrap();
+        for ids in [Identities::new(), ids] {
+            let e = decrypt(
+                "f.yaml",
+                text.as_bytes(),
+                Format::Yaml,
+                &ids,
+                DecryptOptions::default(),
+            )
+            .unwrap_err()
+            .to_string();
+            assert_eq!(
+                e,
+                "f.yaml: encrypted for AWS KMS key arn:aws:kms:eu-west-1:111122223333:key/k1 and Vault transit key \
+                 https://vault.example.com:8200/v1/sops/keys/apps only; Lockstep decrypts age keys"
+            );
+        }
+    }
 }

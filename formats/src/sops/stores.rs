@@ -220,6 +220,20 @@ pub fn from_json(v: serde_json::Value) -> Value {
     }
 }
 
+/// Converts a mapping's items to a JSON object (comments dropped): a decrypted document
+/// ([`crate::sops::Decrypted::documents`]) without copying it into a tree first.
+pub fn branch_to_json(items: &[MapItem]) -> Result<serde_json::Value> {
+    Ok(serde_json::Value::Object(
+        items
+            .iter()
+            .filter_map(|i| match i {
+                MapItem::Entry(k, v) => Some(to_json(v).map(|v| (k.clone(), v))),
+                MapItem::Comment(_) => None,
+            })
+            .collect::<Result<_>>()?,
+    ))
+}
+
 /// Converts a tree to JSON (comments dropped), e.g. to send a decrypted object to the API server.
 pub fn to_json(v: &Value) -> Result<serde_json::Value> {
     use serde_json::Value as J;
@@ -249,15 +263,7 @@ pub fn to_json(v: &Value) -> Result<serde_json::Value> {
                 .map(to_json)
                 .collect::<Result<_>>()?,
         ),
-        Value::Map(items) => J::Object(
-            items
-                .iter()
-                .filter_map(|i| match i {
-                    MapItem::Entry(k, v) => Some(to_json(v).map(|v| (k.clone(), v))),
-                    MapItem::Comment(_) => None,
-                })
-                .collect::<Result<_>>()?,
-        ),
+        Value::Map(items) => branch_to_json(items)?,
         Value::Comment(_) => J::Null,
     })
 }
