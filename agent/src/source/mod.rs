@@ -43,14 +43,15 @@ pub enum Error {
         source: Cause,
     },
     /// The SSH identity could not be loaded into the fetch's agent.
-    #[error("fetching {url} ({reference}): spec.source.secretRef: {message}")]
+    #[error("fetching {url} ({reference}): spec.source.secretRef: {source}")]
     SshIdentity {
         /// The repository URL.
         url: String,
         /// The reference.
         reference: String,
         /// Why (never the key).
-        message: String,
+        #[source]
+        source: ssh::Error,
     },
     /// The private CA (`ca.crt`) does not parse.
     #[error("fetching {url} ({reference}): ca.crt: {source}")]
@@ -247,10 +248,10 @@ impl GitCache {
             passphrase.as_ref().map(|p| p.as_str()),
             known_hosts,
         )
-        .map_err(|message| Error::SshIdentity {
+        .map_err(|source| Error::SshIdentity {
             url: f.url.clone(),
             reference: f.what(),
-            message,
+            source,
         })?;
         let mut config = repo.config_snapshot_mut();
         config
