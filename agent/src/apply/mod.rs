@@ -147,6 +147,17 @@ pub(crate) fn dynamic_api(
     }
 }
 
+/// A live object as JSON that is wiped when dropped, its content moved, not copied (it may be a
+/// Secret).
+fn into_json(mut d: DynamicObject) -> SecretJson {
+    let content = std::mem::replace(&mut d.data, Json::Object(serde_json::Map::new()));
+    let mut out = SecretJson::new(serde_json::to_value(&d).unwrap_or_default());
+    if let (Some(o), Json::Object(fields)) = (out.as_object_mut(), content) {
+        o.extend(fields);
+    }
+    out
+}
+
 /// An object ready to apply: its kind's API, its id and the completed object.
 struct Prepared {
     ar: ApiResource,
@@ -300,7 +311,7 @@ impl Applier {
         let p = self.complete(m)?;
         let id = Self::id_of(&p)?;
         let api = dynamic_api(&self.client, &p.ar, &p.scope, &id.namespace);
-        let json = |d: DynamicObject| SecretJson::new(serde_json::to_value(d).unwrap_or_default());
+        let json = into_json;
         let live = api
             .get_opt(&id.name)
             .await

@@ -35,6 +35,7 @@ use tracing::{Instrument, info, info_span, warn};
 use super::{Gate, Scope};
 use crate::api::OWNER_LABEL;
 use crate::api::conditions::{FALSE, TRUE};
+use crate::secrets::WipedSecret;
 use crate::secrets::sealing::LiveKeys;
 
 /// Name of the SealedSecret CRD.
@@ -158,13 +159,13 @@ fn error_policy(_s: Arc<DynamicObject>, _e: &Error, _ctx: Arc<Context>) -> Actio
 }
 
 /// What to write for a SealedSecret, decided from the unsealed Secret and the existing one
-/// (pure).
+/// (pure). Every Secret here is wiped when dropped.
 #[derive(Debug, PartialEq)]
 pub enum Write {
     /// Create the Secret.
-    Create(Secret),
+    Create(WipedSecret),
     /// Replace the existing Secret with this one.
-    Update(Secret),
+    Update(WipedSecret),
     /// The existing Secret already matches.
     Nothing,
     /// Someone else's Secret.
@@ -172,19 +173,25 @@ pub enum Write {
 }
 
 /// Decides the write (the sealed-secrets controller's rules).
-pub fn decide(desired: Secret, existing: Option<Secret>, ss_uid: &str) -> Write {
-    let existing_json = existing.as_ref().and_then(|e| serde_json::to_value(e).ok());
-    match (sealed::object::takeover(existing_json.as_ref(), ss_uid), existing) {
+pub fn decide(mut desired: WipedSecret, existing: Option<WipedSecret>, ss_uid: &str) -> Write {
+    // Only the existing Secret's metadata decides (annotations, owner references).
+    let existing_meta = existing
+        .as_ref()
+        .and_then(|e| serde_json::to_value(&e.metadata).ok())
+        .map(|m| json!({ "metadata": m }));
+    match (sealed::object::takeover(existing_meta.as_ref(), ss_uid), existing) {
         (Takeover::Create, _) | (_, None) => Write::Create(desired),
         (Takeover::Refuse, Some(_)) => Write::Refuse,
         (Takeover::Replace, Some(mut cur)) => {
             let before = cur.clone();
-            cur.data = desired.data;
-            cur.string_data = None;
-            cur.type_ = desired.type_;
-            cur.metadata.labels = desired.metadata.labels;
-            cur.metadata.annotations = desired.metadata.annotations;
-            cur.metadata.owner_references = desired.metadata.owner_references;
+            cur.set_data(desired.data.take());
+            if let Some(mut s) = cur.string_data.take() {
+                s.values_mut().for_each(zeroize::Zeroize::zeroize);
+            }
+            cur.type_ = desired.type_.take();
+            cur.metadata.labels = desired.metadata.labels.take();
+            cur.metadata.annotations = desired.metadata.annotations.take();
+            cur.metadata.owner_references = desired.metadata.owner_references.take();
             if cur == before {
                 Write::Nothing
             } else {
@@ -199,12 +206,15 @@ pub fn decide(desired: Secret, existing: Option<Secret>, ss_uid: &str) -> Write 
                     into.get_or_insert_with(BTreeMap::new).extend(from);
                 }
             };
-            merge(&mut cur.metadata.labels, desired.metadata.labels);
-            merge(&mut cur.metadata.annotations, desired.metadata.annotations);
-            if let Some(d) = desired.data {
-                cur.data
-                    .get_or_insert_with(BTreeMap::<String, ByteString>::new)
-                    .extend(d);
+            merge(&mut cur.metadata.labels, desired.metadata.labels.take());
+            merge(&mut cur.metadata.annotations, desired.metadata.annotations.take());
+            if let Some(d) = desired.data.take() {
+                let into = cur.data.get_or_insert_with(BTreeMap::<String, ByteString>::new);
+                for (k, v) in d {
+                    if let Some(mut old) = into.insert(k, v) {
+                        zeroize::Zeroize::zeroize(&mut old.0);
+                    }
+                }
             }
             if cur == before {
                 Write::Nothing
@@ -264,23 +274,44 @@ async fn reconcile(ss: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, 
     .await
 }
 
+/// The Secret an unsealed SealedSecret stands for, built from its values directly (no JSON
+/// copy of them is made).
+fn secret_of(unsealed: &sealed::SealedSecret) -> Result<WipedSecret, Error> {
+    let metadata = serde_json::from_value(Json::Object(unsealed.metadata.clone()))
+        .map_err(|e| Error::Unseal(format!("the unsealed Secret's metadata: {e}")))?;
+    let data = unsealed
+        .data
+        .iter()
+        .map(|(k, v)| (k.clone(), ByteString(v.expose().to_vec())))
+        .collect();
+    Ok(WipedSecret(Secret {
+        metadata,
+        type_: Some(unsealed.type_.clone()),
+        immutable: unsealed.immutable,
+        data: Some(data),
+        ..Secret::default()
+    }))
+}
+
 async fn write_secret(ss: &DynamicObject, ctx: &Context, ns: &str, name: &str) -> Result<(), Error> {
     let keys = ctx.keys.borrow().clone();
     let obj = serde_json::to_value(ss).map_err(|e| Error::Unseal(e.to_string()))?;
     let uid = ss.uid().unwrap_or_default();
-    let unsealed =
-        tokio::task::spawn_blocking(move || sealed::unseal(&obj, &keys.ring).map(|s| s.to_secret_json()))
-            .await
-            .map_err(|e| Error::Unseal(format!("the unseal task failed: {e}")))?
-            .map_err(|e| Error::Unseal(e.to_string()))?;
-    let desired: Secret =
-        serde_json::from_value(unsealed).map_err(|e| Error::Unseal(format!("the unsealed Secret: {e}")))?;
+    let unsealed = tokio::task::spawn_blocking(move || sealed::unseal(&obj, &keys.ring))
+        .await
+        .map_err(|e| Error::Unseal(format!("the unseal task failed: {e}")))?
+        .map_err(|e| Error::Unseal(e.to_string()))?;
+    let desired = secret_of(&unsealed)?;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let kube = |what: &str| {
         let what = format!("{what} Secret {ns}/{name}");
         move |source| Error::Kube { what, source }
     };
-    let existing = secrets.get_opt(name).await.map_err(kube("reading"))?;
+    let existing = secrets
+        .get_opt(name)
+        .await
+        .map_err(kube("reading"))?
+        .map(WipedSecret);
     match decide(desired, existing, &uid) {
         Write::Create(s) => {
             secrets
@@ -292,6 +323,7 @@ async fn write_secret(ss: &DynamicObject, ctx: &Context, ns: &str, name: &str) -
                     &s,
                 )
                 .await
+                .map(WipedSecret)
                 .map_err(kube("creating"))?;
             info!("Secret created");
         }
@@ -306,6 +338,7 @@ async fn write_secret(ss: &DynamicObject, ctx: &Context, ns: &str, name: &str) -
                     &s,
                 )
                 .await
+                .map(WipedSecret)
                 .map_err(kube("updating"))?;
             info!("Secret updated");
         }
@@ -381,8 +414,8 @@ async fn set_status(
 mod tests {
     use super::*;
 
-    fn secret(v: Json) -> Secret {
-        serde_json::from_value(v).unwrap()
+    fn secret(v: Json) -> WipedSecret {
+        WipedSecret(serde_json::from_value(v).unwrap())
     }
 
     #[test]
@@ -399,7 +432,7 @@ mod tests {
         let Write::Update(u) = decide(desired.clone(), Some(ours), "u1") else {
             panic!()
         };
-        assert_eq!(u.data.unwrap()["k"].0, b"a");
+        assert_eq!(u.data.as_ref().unwrap()["k"].0, b"a");
         assert_eq!(
             decide(desired.clone(), Some(desired.clone()), "u1"),
             Write::Nothing
@@ -411,7 +444,7 @@ mod tests {
         let Write::Update(p) = decide(desired, Some(patched), "u1") else {
             panic!()
         };
-        let data = p.data.unwrap();
+        let data = p.data.clone().unwrap();
         assert_eq!(data.len(), 2, "merged");
         assert!(
             p.metadata.owner_references.is_none(),

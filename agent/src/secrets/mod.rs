@@ -20,6 +20,42 @@ use lockstep_formats::sops::{DecryptOptions, Identities, stores::branch_to_json}
 
 use crate::render::{self, Document, Manifest, check_object, origin};
 
+/// A Secret that holds values (read from the API server, or about to be written), its `data`
+/// and `stringData` wiped when it is dropped.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WipedSecret(pub k8s_openapi::api::core::v1::Secret);
+
+impl WipedSecret {
+    /// Replaces the values with `data`, wiping the ones it had.
+    pub fn set_data(&mut self, data: Option<BTreeMap<String, k8s_openapi::ByteString>>) {
+        if let Some(mut old) = std::mem::replace(&mut self.0.data, data) {
+            old.values_mut().for_each(|v| zeroize::Zeroize::zeroize(&mut v.0));
+        }
+    }
+}
+
+impl std::ops::Deref for WipedSecret {
+    type Target = k8s_openapi::api::core::v1::Secret;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for WipedSecret {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for WipedSecret {
+    fn drop(&mut self) {
+        self.set_data(None);
+        if let Some(mut s) = self.0.string_data.take() {
+            s.values_mut().for_each(zeroize::Zeroize::zeroize);
+        }
+    }
+}
+
 /// The keys a sync may decrypt with.
 #[derive(Default)]
 pub struct DecryptionKeys {

@@ -111,6 +111,8 @@ impl KeyStore {
         // written last.
         let mut newest: Option<((i64, u64), String, SealingCert)> = None;
         for s in list.items {
+            // The key Secret's values are wiped when this iteration ends.
+            let s = super::WipedSecret(s);
             let name = s.metadata.name.clone().unwrap_or_default();
             let written: u64 = s
                 .metadata
@@ -119,15 +121,19 @@ impl KeyStore {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
             let source = format!("secret {}/{name}", self.namespace);
-            let data = s.data.unwrap_or_default();
             let field = |k: &str| {
-                data.get(k)
-                    .map(|b| b.0.clone())
+                s.data
+                    .as_ref()
+                    .and_then(|d| d.get(k))
+                    .map(|b| zeroize::Zeroizing::new(b.0.clone()))
                     .ok_or_else(|| lockstep_formats::Error::Sealed(format!("{source}: no {k}")))
             };
-            let key_pem = zeroize::Zeroizing::new(String::from_utf8(field("tls.key")?).map_err(|_| {
-                lockstep_formats::Error::Sealed(format!("{source}: tls.key is not PEM text"))
-            })?);
+            let key_pem = zeroize::Zeroizing::new(
+                String::from_utf8(std::mem::take(&mut *field("tls.key")?)).map_err(|e| {
+                    zeroize::Zeroize::zeroize(&mut e.into_bytes());
+                    lockstep_formats::Error::Sealed(format!("{source}: tls.key is not PEM text"))
+                })?,
+            );
             ring.push(UnsealingKey::from_pem(&source, &key_pem)?);
             let cert = SealingCert::from_pem(&source, &field("tls.crt")?)?;
             let order = (cert.not_before(), written);

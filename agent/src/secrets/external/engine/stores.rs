@@ -337,14 +337,16 @@ impl Engine {
             .await
             .map_err(|e| format!("reading secret {ns}/{}: {e}", r.name))?
             .ok_or_else(|| format!("secret {ns}/{} does not exist", r.name))?;
-        let mut data = s.data.unwrap_or_default();
-        let v = data
-            .remove(&r.key)
-            .ok_or_else(|| format!("secret {ns}/{} has no key {:?}", r.name, r.key))?;
-        data.values_mut()
-            .for_each(|v| zeroize::Zeroize::zeroize(&mut v.0));
+        let mut s = crate::secrets::WipedSecret(s);
+        let v = s.data.as_mut().and_then(|d| d.remove(&r.key));
+        drop(s);
+        let v = v.ok_or_else(|| format!("secret {ns}/{} has no key {:?}", r.name, r.key))?;
         String::from_utf8(v.0)
-            .map(|s| Zeroizing::new(s.trim_end_matches(['\n', '\r']).to_owned()))
+            .map(|mut s| {
+                let trimmed = Zeroizing::new(s.trim_end_matches(['\n', '\r']).to_owned());
+                zeroize::Zeroize::zeroize(&mut s);
+                trimmed
+            })
             .map_err(|e| {
                 let mut b = e.into_bytes();
                 zeroize::Zeroize::zeroize(&mut b);

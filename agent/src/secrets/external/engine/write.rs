@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 
 use super::{Engine, FIELD_MANAGER, Outcome};
 use crate::api::conditions::{FALSE, TRUE};
+use crate::secrets::WipedSecret;
 use crate::secrets::external::api::{
     ExternalSecret, READY, SECRET_MISSING, SECRET_SYNCED, SECRET_SYNCED_ERROR,
 };
@@ -27,10 +28,10 @@ impl Engine {
             return Outcome::Skipped("creationPolicy None: no Secret is written".into());
         }
         let live = match api.get_opt(&name).await {
-            Ok(l) => l.map(Wiped),
+            Ok(l) => l.map(WipedSecret),
             Err(e) => return Outcome::Failed(format!("reading Secret {ns}/{name}: {e}")),
         };
-        if let Some(Wiped(l)) = &live {
+        if let Some(l) = &live {
             // Another ExternalSecret's Secret is not taken over.
             let foreign = l.metadata.owner_references.iter().flatten().any(|o| {
                 o.kind == "ExternalSecret"
@@ -45,7 +46,7 @@ impl Engine {
             "/metadata/annotations/{}",
             plan::DATA_HASH_ANNOTATION.replace('/', "~1")
         ));
-        if let Some(Wiped(l)) = &live {
+        if let Some(l) = &live {
             let data: BTreeMap<String, values::Bytes> = l
                 .data
                 .iter()
@@ -98,7 +99,7 @@ impl Engine {
         {
             // What the API server sends back holds the values too.
             Ok(written) => {
-                drop(Wiped(written));
+                drop(WipedSecret(written));
                 Outcome::Synced { written: true }
             }
             Err(kube::Error::Api(s)) => Outcome::Failed(format!(
@@ -157,20 +158,6 @@ impl Engine {
                 tracing::warn!(externalsecret = %format!("{ns}/{name}"), reason, message = %m, "externalsecret failed")
             }
             _ => tracing::debug!(externalsecret = %format!("{ns}/{name}"), reason, "externalsecret synced"),
-        }
-    }
-}
-
-/// A Secret read back from the API server, its values wiped when it is dropped.
-struct Wiped(Secret);
-
-impl Drop for Wiped {
-    fn drop(&mut self) {
-        for v in self.0.data.iter_mut().flat_map(|d| d.values_mut()) {
-            zeroize::Zeroize::zeroize(&mut v.0);
-        }
-        for v in self.0.string_data.iter_mut().flat_map(|d| d.values_mut()) {
-            zeroize::Zeroize::zeroize(v);
         }
     }
 }
