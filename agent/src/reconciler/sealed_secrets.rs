@@ -312,16 +312,14 @@ async fn write_secret(ss: &DynamicObject, ctx: &Context, ns: &str, name: &str) -
         .await
         .map_err(kube("reading"))?
         .map(WipedSecret);
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
     match decide(desired, existing, &uid) {
         Write::Create(s) => {
             secrets
-                .create(
-                    &PostParams {
-                        field_manager: Some(FIELD_MANAGER.into()),
-                        ..PostParams::default()
-                    },
-                    &s,
-                )
+                .create(&params, &s)
                 .await
                 .map(WipedSecret)
                 .map_err(kube("creating"))?;
@@ -329,14 +327,7 @@ async fn write_secret(ss: &DynamicObject, ctx: &Context, ns: &str, name: &str) -
         }
         Write::Update(s) => {
             secrets
-                .replace(
-                    name,
-                    &PostParams {
-                        field_manager: Some(FIELD_MANAGER.into()),
-                        ..PostParams::default()
-                    },
-                    &s,
-                )
+                .replace(name, &params, &s)
                 .await
                 .map(WipedSecret)
                 .map_err(kube("updating"))?;
