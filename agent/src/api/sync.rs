@@ -5,6 +5,15 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+impl Sync {
+    /// `namespace.name`: the owner label of the objects this Sync applies, and the key of its
+    /// drift watches.
+    pub fn owner(&self) -> String {
+        use kube::ResourceExt as _;
+        format!("{}.{}", self.namespace().unwrap_or_default(), self.name_any())
+    }
+}
+
 /// What to pull and how to apply it.
 #[derive(CustomResource, Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[kube(

@@ -343,7 +343,7 @@ async fn watch_syncs(
             Ok(watcher::Event::Delete(s)) => {
                 let ns = s.namespace().unwrap_or_default();
                 ctx.metrics.forget(&ns, &s.name_any());
-                ctx.drift.forget(&format!("{ns}.{}", s.name_any()));
+                ctx.drift.forget(&s.owner());
             }
             Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
                 ctx.inflight.interrupt_if_changed(&s);
@@ -374,7 +374,7 @@ async fn watch_syncs(
 async fn watch_inventories(drift: drift::Tracker, syncs: Vec<Sync>, ready: Gate) {
     for s in &syncs {
         let Some(st) = &s.status else { continue };
-        let owner = format!("{}.{}", s.namespace().unwrap_or_default(), s.name_any());
+        let owner = s.owner();
         let heal = s.spec.self_heal != Some(false) && s.spec.suspend != Some(true);
         drift.track(&owner, &spec::inventory_of(st), heal).await;
     }
@@ -422,7 +422,7 @@ async fn reconcile(s: Arc<Sync>, ctx: Arc<Context>) -> Result<Action, Error> {
         if let Some(action) = wait_for_dependencies(&s, &ctx, &api, &status).await? {
             return Ok(action);
         }
-        let owner = format!("{ns}.{name}");
+        let owner = s.owner();
         let drifted = ctx.drift.take(&owner);
         let now_s = time::OffsetDateTime::now_utc().unix_timestamp();
         if drifted.is_empty()
@@ -507,7 +507,7 @@ async fn follow_health(
     if !status::progressing(status) {
         return Ok(Action::requeue(wait));
     }
-    let owner = format!("{}.{}", s.namespace().unwrap_or_default(), s.name_any());
+    let owner = s.owner();
     let health = crate::apply::wait::inventory_health(&ctx.client, &owner, &spec::inventory_of(status)).await;
     let mut new = status.clone();
     status::set_healthy(
@@ -547,7 +547,7 @@ async fn run_sync(
             let started = std::time::Instant::now();
             let rev = sync::fetch(&ctx.cache, &cfg).await?;
             let commit = rev.commit.clone();
-            attempted = Some(format!("{}@sha1:{commit}", rev.reference));
+            attempted = Some(rev.revision());
             let applying = sync::sync_revision(ctx.client.clone(), &cfg, &keys, &last, rev, started);
             let poll = async {
                 loop {
@@ -555,10 +555,7 @@ async fn run_sync(
                     match sync::fetch(&ctx.cache, &cfg).await {
                         Ok(r) if r.commit != commit => {
                             info!(commit = %r.commit, "a new revision while waiting");
-                            cut.send_replace(Some(format!(
-                                "a new revision {}@sha1:{}",
-                                r.reference, r.commit
-                            )));
+                            cut.send_replace(Some(format!("a new revision {}", r.revision())));
                             return;
                         }
                         Ok(_) => {}

@@ -82,8 +82,6 @@ pub fn inventory_of(status: &SyncStatus) -> Inventory {
 /// The configuration of a sync of `s` from its spec alone (no credentials, keys, objects
 /// forced or interrupt), confined as `tenant` says.
 pub fn config(s: &Sync, tenant: Option<String>) -> Result<Config, Error> {
-    let ns = s.namespace().unwrap_or_default();
-    let status = s.status.clone().unwrap_or_default();
     Ok(Config {
         reference: reference(s)?,
         path: s.spec.source.path.clone().unwrap_or_default(),
@@ -92,11 +90,11 @@ pub fn config(s: &Sync, tenant: Option<String>) -> Result<Config, Error> {
         prune: s.spec.prune != Some(false),
         prune_budget: f64::from(s.spec.prune_budget_percent.unwrap_or(50)) / 100.0,
         allow_mass_deletion: s.spec.allow_mass_deletion == Some(true),
-        skip_if_commit: unchanged_commit(s, &status),
+        skip_if_commit: s.status.as_ref().and_then(|st| unchanged_commit(s, st)),
         wait: (s.spec.wait == Some(true)).then(|| super::schedule::timeout(s)),
         ignore: s.spec.ignore.clone(),
         tenant,
-        ..Config::new(s.spec.source.url.clone(), format!("{ns}.{}", s.name_any()))
+        ..Config::new(s.spec.source.url.clone(), s.owner())
     })
 }
 
@@ -153,7 +151,7 @@ pub async fn prepare(
             keys.sealed = Some(ring);
         }
     }
-    let last = inventory_of(&s.status.clone().unwrap_or_default());
+    let last = s.status.as_ref().map(inventory_of).unwrap_or_default();
     Ok((cfg, keys, last))
 }
 

@@ -110,6 +110,18 @@ pub struct Revision {
     pub files: BTreeMap<String, Vec<u8>>,
 }
 
+impl Revision {
+    /// `reference@sha1:commit`, as revisions are shown in status.
+    pub fn revision(&self) -> String {
+        revision(&self.reference, &self.commit)
+    }
+}
+
+/// `reference@sha1:commit`, as revisions are shown in status.
+pub fn revision(reference: &str, commit: &str) -> String {
+    format!("{reference}@sha1:{commit}")
+}
+
 /// Where Git caches live: one bare repository per URL under `dir`. Fetches of one URL are
 /// serialised (two Syncs of one repository share its cache).
 #[derive(Clone, Debug)]

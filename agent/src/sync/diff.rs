@@ -189,7 +189,7 @@ pub async fn diff(
     last: &Inventory,
 ) -> Result<Report, sync::Error> {
     let rev = sync::fetch(cache, cfg).await?;
-    let revision = format!("{}@sha1:{}", rev.reference, rev.commit);
+    let revision = rev.revision();
     let manifests = sync::render_revision(cfg, keys, &rev)?;
     let applier = &cfg.applier(client).await?;
     // Built before streaming: a closure in the stream trips rustc's higher-ranked `Send` check

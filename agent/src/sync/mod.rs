@@ -149,7 +149,7 @@ pub struct Outcome {
 impl Outcome {
     /// `reference@sha1:commit`, as revisions are shown in status.
     pub fn revision(&self) -> String {
-        format!("{}@sha1:{}", self.reference, self.commit)
+        source::revision(&self.reference, &self.commit)
     }
 }
 
