@@ -35,7 +35,7 @@ use lockstep_agent::api::Sync;
 use lockstep_tests::controlplane::{ControlPlane, Options, install_crypto_provider};
 use lockstep_tests::demo::{container_command, install_documents};
 use lockstep_tests::services::{self, Service, http};
-use lockstep_tests::{eventually_showing, peer};
+use lockstep_tests::{eventually_showing, ok, peer};
 use serde_json::{Value as Json, json};
 
 use super::fixtures::{Repo, free_port, lockstep, lockstep_bin, root};
@@ -87,13 +87,7 @@ fn kubectl(cp: &ControlPlane, args: &[&str], stdin: Option<&[u8]>) -> Output {
 }
 
 fn kubectl_ok(cp: &ControlPlane, args: &[&str], stdin: Option<&[u8]>) -> String {
-    let out = kubectl(cp, args, stdin);
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    String::from_utf8(ok(kubectl(cp, args, stdin), &format!("kubectl {args:?}"))).unwrap()
 }
 
 /// `kubectl auth can-i ARGS --as=WHO`.
@@ -1042,18 +1036,16 @@ async fn a_lost_namespace_is_restored_from_the_encrypted_backup_and_the_agent_ca
     kubectl_ok(&i.cp, &["-n", NS, "delete", "secret", "sops-age"], None);
     for path in &backups {
         // `lockstep sops decrypt FILE | kubectl apply -f -`: no plaintext on disk.
-        let plain = Command::new(lockstep_bin())
-            .args(["sops", "decrypt", "--identity"])
-            .arg(&offline.path)
-            .arg(path)
-            .output()
-            .unwrap();
-        assert!(
-            plain.status.success(),
-            "{}",
-            String::from_utf8_lossy(&plain.stderr)
+        let plain = ok(
+            Command::new(lockstep_bin())
+                .args(["sops", "decrypt", "--identity"])
+                .arg(&offline.path)
+                .arg(path)
+                .output()
+                .unwrap(),
+            "lockstep sops decrypt",
         );
-        kubectl_ok(&i.cp, &["apply", "-f", "-"], Some(&plain.stdout));
+        kubectl_ok(&i.cp, &["apply", "-f", "-"], Some(&plain));
     }
     let restarted = start_agent(&i.cp, &i.docs, i.port, &i.work.path().join("git-cache")).await;
     *i.agent.lock().unwrap() = restarted;

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use lockstep_tests::ok;
+
 /// `chroot`, found on this machine's PATH (the commands run with an empty environment).
 fn chroot() -> PathBuf {
     std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
@@ -43,17 +45,15 @@ fn the_image_root_runs_the_agent_the_cli_and_ssh_as_nonroot() {
     let work = tempfile::tempdir().unwrap();
     let root = work.path().join("rootfs");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/image/rootfs.sh");
-    let out = Command::new("sh")
-        .arg(&script)
-        .arg(&root)
-        .arg(&agent)
-        .arg(&cli)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "rootfs.sh: {}",
-        String::from_utf8_lossy(&out.stderr)
+    ok(
+        Command::new("sh")
+            .arg(&script)
+            .arg(&root)
+            .arg(&agent)
+            .arg(&cli)
+            .output()
+            .unwrap(),
+        "rootfs.sh",
     );
     assert!(!root.join("bin/sh").exists(), "no shell in the image");
     // What a container runtime provides in every container, not the image: /dev/null.
@@ -67,34 +67,28 @@ fn the_image_root_runs_the_agent_the_cli_and_ssh_as_nonroot() {
         .unwrap();
     assert!(mknod.success());
 
-    let version = in_root(&root, "/usr/local/bin/lockstep-agent", &["--version"], &[]);
-    assert!(
-        version.status.success(),
-        "{}",
-        String::from_utf8_lossy(&version.stderr)
+    let version = ok(
+        in_root(&root, "/usr/local/bin/lockstep-agent", &["--version"], &[]),
+        "lockstep-agent --version",
     );
-    assert!(String::from_utf8_lossy(&version.stdout).starts_with("lockstep-agent "));
-    let keygen = in_root(&root, "/usr/local/bin/lockstep", &["keygen", "age"], &[]);
-    assert!(
-        keygen.status.success(),
-        "{}",
-        String::from_utf8_lossy(&keygen.stderr)
+    assert!(String::from_utf8_lossy(&version).starts_with("lockstep-agent "));
+    let keygen = ok(
+        in_root(&root, "/usr/local/bin/lockstep", &["keygen", "age"], &[]),
+        "lockstep keygen age",
     );
-    assert!(String::from_utf8_lossy(&keygen.stdout).contains("AGE-SECRET-KEY-1"));
+    assert!(String::from_utf8_lossy(&keygen).contains("AGE-SECRET-KEY-1"));
 
     // ssh resolves the user (it refuses to run for one it cannot look up) and reads no config.
-    let config = in_root(
-        &root,
-        "/usr/bin/ssh",
-        &["-F", "/dev/null", "-G", "git.example.com"],
-        &[],
+    let config = ok(
+        in_root(
+            &root,
+            "/usr/bin/ssh",
+            &["-F", "/dev/null", "-G", "git.example.com"],
+            &[],
+        ),
+        "ssh -G",
     );
-    assert!(
-        config.status.success(),
-        "{}",
-        String::from_utf8_lossy(&config.stderr)
-    );
-    assert!(String::from_utf8_lossy(&config.stdout).contains("user nonroot"));
+    assert!(String::from_utf8_lossy(&config).contains("user nonroot"));
     // ssh-agent on a socket in /tmp, and ssh-add talking to it: what each ssh:// fetch does.
     let mut ssh_agent = Command::new(chroot())
         .arg("--userspec=65532:65532")

@@ -82,11 +82,10 @@ impl App {
         let api_secret = format!(
             "apiVersion: v1\nkind: Secret\nmetadata:\n  name: api\n  namespace: {ns}\nstringData:\n  token: {canary}-token\n"
         );
-        let out = run(&mut c, dir.path(), Some(api_secret.as_bytes()));
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let sealed = lockstep_tests::ok(run(&mut c, dir.path(), Some(api_secret.as_bytes())), "kubeseal");
         repo.write(
             "deploy/app/api.sealed.yaml",
-            std::str::from_utf8(&out.stdout).unwrap(),
+            std::str::from_utf8(&sealed).unwrap(),
         );
         repo.commit("initial");
         let cfg = Config {
