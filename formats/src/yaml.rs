@@ -181,14 +181,11 @@ impl Builder {
                 self.complete(v, 1, 0)
             }
             Event::Alias(id) => {
-                let (nodes, height) = match self.anchors.get(&id) {
-                    Some(a) => (a.nodes, a.height),
-                    None => {
-                        return Err(Error::Structure {
-                            path: self.child_path().to_string(),
-                            message: "alias refers to an unknown anchor".into(),
-                        });
-                    }
+                let Some(&Anchored { nodes, height, .. }) = self.anchors.get(&id) else {
+                    return Err(Error::Structure {
+                        path: self.child_path().to_string(),
+                        message: "alias refers to an unknown anchor".into(),
+                    });
                 };
                 self.expand(nodes, height)?;
                 let v = self
