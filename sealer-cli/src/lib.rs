@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use lockstep_formats::sops::{self, Config, DecryptOptions, EncryptOptions, Format, Identities, Rule};
 use zeroize::Zeroizing;
 
+pub mod build;
 pub mod cluster;
 pub mod install;
 pub mod ops;
@@ -40,6 +41,10 @@ pub enum Command {
     /// Generate keys.
     #[command(subcommand)]
     Keygen(KeygenCommand),
+    /// Render a directory as the agent would (plain files, kustomize overlays) and print the
+    /// objects; SOPS values decrypted only with --decrypt, Secret values redacted unless
+    /// --show-secrets.
+    Build(build::BuildArgs),
     /// Install the agent in a cluster (`deploy/`), or print its manifests with --export.
     Install(install::InstallArgs),
     /// Operate Syncs in a cluster: status, history, diff, suspend, resume, reconcile.
@@ -288,6 +293,10 @@ pub enum CliError {
     /// Reaching the cluster or the agent failed, or the agent refused.
     #[error("{0}")]
     Cluster(String),
+    /// A kustomize build failed or was refused, or its SOPS values do not stand as in their
+    /// files.
+    #[error(transparent)]
+    Render(lockstep_kustomize::Error),
     /// `diff` found objects that a sync would change (exit code 1, as `kubectl diff`).
     #[error("{0} object(s) would change")]
     Differences(usize),
@@ -314,7 +323,7 @@ impl CliError {
             },
             CliError::Io { .. } => 2,
             CliError::Usage(_) => 8,
-            CliError::Cluster(_) | CliError::Differences(_) => 1,
+            CliError::Cluster(_) | CliError::Differences(_) | CliError::Render(_) => 1,
         }
     }
 }
@@ -329,6 +338,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sops(SopsCommand::Updatekeys(a)) => updatekeys(a),
         Command::Sops(SopsCommand::Rotate(a)) => rotate(a),
         Command::Seal(a) => seal::run(a),
+        Command::Build(a) => build::run(a),
         Command::Install(a) => install::run(a),
         Command::Ops(c) => ops::run(c),
         Command::Keygen(KeygenCommand::Age {
@@ -630,7 +640,7 @@ fn load_config(explicit: Option<&Path>) -> Result<Option<Config>> {
     }
 }
 
-fn identities(a: &IdentityArgs) -> Result<Identities> {
+pub(crate) fn identities(a: &IdentityArgs) -> Result<Identities> {
     let mut ids = Identities::from_sops_env()?;
     for p in &a.identities {
         ids.add_file(p)?;

@@ -1,6 +1,7 @@
-//! Building Go peers from the Go module proxy: the Kubernetes control plane (the envtest
-//! approach, without downloading envtest's prebuilt archives), sealed-secrets, and Flux's
-//! source-controller and kustomize-controller (the benchmarks' peer).
+//! Building Go programs from the Go module proxy: the Kubernetes control plane (the envtest
+//! approach, without downloading envtest's prebuilt archives), sealed-secrets, kustomize (the
+//! CLI, an oracle), Lockstep's own kustomize helper, and Flux's source-controller and
+//! kustomize-controller (the benchmarks' peer).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -212,6 +213,71 @@ pub fn flux(cache: &Path, kustomize: &str, source: &str) -> Result<()> {
         link(&out.join(c), &cache.join("bin").join(c))?;
     }
     link(&out.join("crds"), &cache.join("flux-crds"))
+}
+
+/// Lockstep's kustomize helper (`agent/kustomize/helper`), built from its committed `go.mod`
+/// and `go.sum` (`-mod=readonly`: a dependency missing from go.sum fails the build instead of
+/// being resolved anew), static (`CGO_ENABLED=0`), into
+/// `<cache>/lockstep-kustomize-<api version>-<digest of its sources>/`.
+pub fn kustomize_helper(cache: &Path, root: &Path, api_version: &str) -> Result<()> {
+    let src = root.join("agent/kustomize/helper");
+    let mut digest = std::hash::DefaultHasher::new();
+    for f in ["main.go", "go.mod", "go.sum"] {
+        let bytes =
+            std::fs::read(src.join(f)).with_context(|| format!("reading {}", src.join(f).display()))?;
+        std::hash::Hash::hash(&(f, bytes), &mut digest);
+    }
+    let out = cache.join(format!(
+        "lockstep-kustomize-{api_version}-{:016x}",
+        std::hash::Hasher::finish(&digest)
+    ));
+    let exe = out.join("lockstep-kustomize");
+    if exe.is_file() {
+        eprintln!("    cached in {}", out.display());
+    } else {
+        let go = go_toolchain()?;
+        std::fs::create_dir_all(&out)?;
+        let mut build = Command::new(&go);
+        build
+            .current_dir(&src)
+            .env("CGO_ENABLED", "0")
+            .args(["build", "-trimpath", "-ldflags", "-s -w", "-o"])
+            .arg(&exe)
+            .arg(".");
+        go_env(&mut build).env("GOFLAGS", "-buildvcs=false -mod=readonly");
+        heartbeat("building lockstep-kustomize (about a minute on 2 cores)", || {
+            let out = build.output().context("could not run go")?;
+            if !out.status.success() {
+                bail!(
+                    "go build failed:\n{}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            Ok(())
+        })?;
+    }
+    link(&exe, &cache.join("bin/lockstep-kustomize"))
+}
+
+/// The `kustomize` CLI (`go install`; the module has no replaces), the oracle the conformance
+/// tests compare the helper's builds with.
+pub fn kustomize_cli(cache: &Path, version: &str) -> Result<()> {
+    let out = cache.join(format!("kustomize-{version}"));
+    if out.join("kustomize").is_file() {
+        eprintln!("    cached in {}", out.display());
+    } else {
+        let go = go_toolchain()?;
+        std::fs::create_dir_all(&out)?;
+        let mut install = Command::new(&go);
+        install
+            .env("GOBIN", &out)
+            .env("CGO_ENABLED", "0")
+            .args(["install", "-trimpath", "-ldflags", "-s -w"])
+            .arg(format!("sigs.k8s.io/kustomize/kustomize/v5@{version}"));
+        heartbeat("building kustomize", || go_run(&mut install))
+            .context("`go install` of kustomize failed; check access to the Go module proxy")?;
+    }
+    link(&out.join("kustomize"), &cache.join("bin/kustomize"))
 }
 
 /// Copies a directory tree (module cache trees are read-only; the copy is writable).

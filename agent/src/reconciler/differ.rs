@@ -16,6 +16,8 @@ pub struct Differ {
     cache: GitCache,
     keys: LiveKeys,
     isolation: Option<String>,
+    /// How revisions are rendered (the agent's renderer, shared with its syncs).
+    pub render: crate::render::Render,
 }
 
 impl std::fmt::Debug for Differ {
@@ -32,6 +34,7 @@ impl Differ {
             cache,
             keys,
             isolation: None,
+            render: crate::render::Render::default(),
         }
     }
 
@@ -60,6 +63,7 @@ impl Differ {
         let (mut cfg, keys, last) =
             spec::prepare(&s, &self.client, &self.keys, None, self.isolation.as_deref()).await?;
         cfg.skip_if_commit = None;
+        cfg.render = self.render.clone();
         let timeout = schedule::timeout(&s);
         tokio::time::timeout(
             timeout,

@@ -221,6 +221,9 @@ pub struct Context {
     pub tenant_isolation: bool,
     /// The Syncs this controller reconciles.
     pub scope: Scope,
+    /// How revisions are rendered: the kustomize helper, and each Sync's last render (healing
+    /// drift on the same commit starts no build).
+    pub render: crate::render::Render,
     /// Reconciles in progress: what each started from, and how to cut its health waits short.
     inflight: inflight::Registry,
     /// The controller's cache of Syncs (for `dependsOn`), set by [`run_until`].
@@ -253,6 +256,7 @@ impl Context {
         let ctx = Self {
             tenant_isolation: false,
             scope: Scope::All,
+            render: crate::render::Render::default(),
             inflight: inflight::Registry::default(),
             syncs: Default::default(),
             recorder,
@@ -542,6 +546,7 @@ async fn run_sync(
             spec::prepare(s, &ctx.client, &ctx.keys, ctx.external.clone(), isolation).await?;
         cfg.force = drifted.keys().cloned().collect();
         cfg.interrupt = Some(interrupt);
+        cfg.render = ctx.render.clone();
         let timeout = schedule::timeout(s);
         let work = async {
             let started = std::time::Instant::now();

@@ -1,20 +1,26 @@
 //! Render: a revision's files → documents, still in ciphertext. Plain objects come out as
-//! [`Manifest`]s; SOPS-encrypted files come out as [`Document::Sops`], left for the secrets step
+//! [`Manifest`]s; SOPS-encrypted files come out as [`Document::Sops`] and objects that a
+//! kustomize build made from SOPS files as [`Document::Kustomized`], left for the secrets step
 //! to decrypt from the revision's bytes ([`crate::secrets::decrypt`]), so that a renderer never
 //! sees plaintext.
 //!
-//! The [`Renderer`] trait is the seam for other renderers (kustomize and Helm next);
-//! [`Directory`] reads plain YAML/JSON directories, recursively, several documents per file.
+//! What is built follows Flux's rule ([`lockstep_kustomize::units`]): a kustomization at the
+//! Sync's path is one kustomize build; otherwise plain YAML/JSON files are read, recursively,
+//! several documents per file, and every subdirectory holding a kustomization is built as one.
+//! [`Render`] does it, and keeps each Sync's last render, so that healing drift on the same
+//! commit starts no build. The [`Renderer`] trait is the seam for Helm next.
 
 mod directory;
+mod kustomize;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use lockstep_formats::secret::SecretJson;
 use lockstep_formats::sops::Format;
+use lockstep_kustomize::{Helper, Unit};
 use serde_json::Value as Json;
-
-pub use directory::Directory;
 
 /// A desired object and where it came from.
 #[derive(Clone)]
@@ -71,7 +77,7 @@ impl std::fmt::Debug for Manifest {
 }
 
 /// One rendered document.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Document {
     /// An object, as rendered.
     Object(Manifest),
@@ -83,6 +89,9 @@ pub enum Document {
         /// Its format.
         format: Format,
     },
+    /// An object of a kustomize build whose values come from SOPS files, in ciphertext: the
+    /// secrets step decrypts it ([`lockstep_kustomize::decrypt`]).
+    Kustomized(Box<lockstep_kustomize::Built>),
 }
 
 /// Errors of rendering; each names the file and document.
@@ -100,36 +109,126 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A kustomize build failed or was refused (names the kustomization and the entry).
+    #[error(transparent)]
+    Kustomize(#[from] lockstep_kustomize::Error),
+    /// A kustomization, but no kustomize helper is installed.
+    #[error(
+        "{kustomization}: a kustomization, but the kustomize helper ({}) was not found (--kustomize-helper)",
+        lockstep_kustomize::helper::PROGRAM
+    )]
+    NoHelper {
+        /// The kustomization file.
+        kustomization: String,
+    },
+    /// The rendering task failed.
+    #[error("the render task failed: {0}")]
+    Task(String),
 }
 
 /// Turns a revision's files into documents, without decrypting anything.
 pub trait Renderer {
-    /// Renders `files` (path relative to the Sync's path → bytes).
-    fn render(&self, files: &BTreeMap<String, Vec<u8>>) -> Result<Vec<Document>, Error>;
+    /// Renders the Sync's `path` of `files` (the whole repository: repository-relative path →
+    /// bytes).
+    fn render(&self, files: &BTreeMap<String, Vec<u8>>, path: &str) -> Result<Vec<Document>, Error>;
+}
+
+/// How the agent and `lockstep build` render: plain files and kustomize builds (with the
+/// helper, when one is installed), each Sync's last render kept.
+#[derive(Clone, Debug)]
+pub struct Render {
+    /// The kustomize helper (`None`: a kustomization is an error).
+    pub kustomize: Option<Helper>,
+    last: Arc<Mutex<HashMap<String, LastRender>>>,
+    builds: Arc<AtomicU64>,
+}
+
+impl Default for Render {
+    /// The helper found where [`Helper::locate`] looks, with the default limits.
+    fn default() -> Self {
+        Self::new(Helper::locate(None).map(Helper::new))
+    }
+}
+
+/// A Sync's last render: its key (commit, path, helper) and its documents.
+type LastRender = (String, Arc<Vec<Document>>);
+
+/// Syncs whose last render is kept, at most.
+const KEPT_RENDERS: usize = 4096;
+
+impl Render {
+    /// Renders with `kustomize`.
+    pub fn new(kustomize: Option<Helper>) -> Self {
+        Self {
+            kustomize,
+            last: Arc::default(),
+            builds: Arc::default(),
+        }
+    }
+
+    /// How many kustomize builds this renderer has started.
+    pub fn builds(&self) -> u64 {
+        self.builds.load(Ordering::Relaxed)
+    }
+
+    /// The documents of `owner`'s revision `commit` at `path`: its last render when that was of
+    /// the same commit, path and helper, else a new one (kept as its last).
+    pub fn cached(
+        &self,
+        owner: &str,
+        commit: &str,
+        files: &BTreeMap<String, Vec<u8>>,
+        path: &str,
+    ) -> Result<Arc<Vec<Document>>, Error> {
+        let key = format!(
+            "{commit}\0{path}\0{:?}\0{}",
+            self.kustomize
+                .as_ref()
+                .map(|h| (&h.program, h.timeout, h.max_output)),
+            lockstep_kustomize::helper::KUSTOMIZE_API_VERSION
+        );
+        if let Some((k, docs)) = self
+            .last
+            .lock()
+            .map_err(|_| Error::Task("poisoned".into()))?
+            .get(owner)
+            && *k == key
+        {
+            return Ok(docs.clone());
+        }
+        let docs = Arc::new(self.render(files, path)?);
+        let mut last = self.last.lock().map_err(|_| Error::Task("poisoned".into()))?;
+        if last.len() >= KEPT_RENDERS && !last.contains_key(owner) {
+            last.clear();
+        }
+        last.insert(owner.to_owned(), (key, docs.clone()));
+        Ok(docs)
+    }
+}
+
+impl Renderer for Render {
+    fn render(&self, files: &BTreeMap<String, Vec<u8>>, path: &str) -> Result<Vec<Document>, Error> {
+        let mut out = Vec::new();
+        for unit in lockstep_kustomize::units(files, path) {
+            match unit {
+                Unit::File(f) => {
+                    if let Some(bytes) = files.get(&f) {
+                        directory::file(&f, bytes, &mut out)?;
+                    }
+                }
+                Unit::Kustomization { dir } => {
+                    self.builds.fetch_add(1, Ordering::Relaxed);
+                    kustomize::build(self.kustomize.as_ref(), files, &dir, &mut out)?;
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Checks that a document is a Kubernetes object: `apiVersion`, `kind` and `metadata.name`.
 pub fn check_object(origin: &str, o: &Json) -> Result<(), Error> {
-    for (field, ptr) in [
-        ("apiVersion", "/apiVersion"),
-        ("kind", "/kind"),
-        ("metadata.name", "/metadata/name"),
-    ] {
-        if o.pointer(ptr).and_then(Json::as_str).is_none_or(|s| s.is_empty()) {
-            return Err(Error::Object {
-                origin: origin.into(),
-                message: format!("{field} is missing"),
-            });
-        }
-    }
-    Ok(())
+    Ok(lockstep_kustomize::plain::check_object(origin, o)?)
 }
 
-/// The origin of document `index` (0-based) of a file with `count` documents.
-pub fn origin(file: &str, index: usize, count: usize) -> String {
-    if count > 1 {
-        format!("{file} (document {})", index + 1)
-    } else {
-        file.to_owned()
-    }
-}
+pub use lockstep_kustomize::plain::origin;

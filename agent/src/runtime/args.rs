@@ -76,6 +76,16 @@ pub struct Args {
     /// replaced after this long).
     #[arg(long, env = "LOCKSTEP_LEASE_DURATION", default_value = "15s")]
     pub lease_duration: String,
+    /// The kustomize helper (`lockstep-kustomize`); by default beside this binary, else on
+    /// `PATH`.
+    #[arg(long, env = "LOCKSTEP_KUSTOMIZE_HELPER")]
+    pub kustomize_helper: Option<std::path::PathBuf>,
+    /// The longest a kustomize build may take, as a Go duration.
+    #[arg(long, env = "LOCKSTEP_RENDER_TIMEOUT", default_value = "60s")]
+    pub render_timeout: String,
+    /// The most a kustomize build may print, in bytes.
+    #[arg(long, env = "LOCKSTEP_RENDER_MAX_OUTPUT", default_value_t = lockstep_kustomize::Helper::DEFAULT_MAX_OUTPUT)]
+    pub render_max_output: usize,
     /// Confine every Sync outside the agent's namespace to its own namespace: no cluster-scoped
     /// objects, no objects in other namespaces (what `deploy/` sets, so that a namespace's
     /// admins cannot reach beyond it through a Sync).

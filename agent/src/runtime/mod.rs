@@ -96,8 +96,9 @@ pub async fn run(args: Args) -> Result<(), Error> {
     );
     ctx.tenant_isolation = args.tenant_isolation;
     ctx.scope = scope(&args);
+    ctx.render = render(&args)?;
     let metrics = ctx.metrics.clone();
-    let (admin, readiness) = endpoints(&args, &client, &keys, metrics.clone(), &shutdown);
+    let (admin, readiness) = endpoints(&args, &client, &keys, metrics.clone(), &shutdown, &ctx.render);
     // Every replica serves the endpoints; only the leader runs the controllers.
     let server = tokio::spawn(admin.serve(args.listen, shutdown.clone().cancelled_owned()));
 
@@ -212,6 +213,21 @@ fn bootstrap_of(args: &Args) -> Option<Bootstrap> {
     })
 }
 
+/// The renderer the flags describe: the kustomize helper where `--kustomize-helper` says or
+/// where it is installed, and its limits.
+fn render(args: &Args) -> Result<crate::render::Render, Error> {
+    let helper = lockstep_kustomize::Helper::locate(args.kustomize_helper.as_deref()).map(|p| {
+        let mut h = lockstep_kustomize::Helper::new(p);
+        h.max_output = args.render_max_output;
+        h
+    });
+    let timeout = duration(&args.render_timeout, "render-timeout")?;
+    Ok(crate::render::Render::new(helper.map(|mut h| {
+        h.timeout = timeout;
+        h
+    })))
+}
+
 /// The HTTP endpoints and the readiness they report: unready as soon as shutdown begins, and
 /// until a sealing key exists (the leader makes the first) and the webhook Secret is listed.
 fn endpoints(
@@ -220,8 +236,10 @@ fn endpoints(
     keys: &LiveKeys,
     metrics: reconciler::metrics::Metrics,
     shutdown: &CancellationToken,
+    render: &crate::render::Render,
 ) -> (Admin, Readiness) {
     let mut differ = Differ::new(client.clone(), GitCache::new(&args.git_cache), keys.clone());
+    differ.render = render.clone();
     if args.tenant_isolation {
         differ = differ.with_tenant_isolation(&args.namespace);
     }

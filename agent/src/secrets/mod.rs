@@ -83,6 +83,10 @@ pub enum Error {
         /// The file.
         file: String,
     },
+    /// An object of a kustomize build could not be decrypted, or its SOPS values do not stand
+    /// as in their file (names the file and the key path).
+    #[error(transparent)]
+    Kustomize(#[from] lockstep_kustomize::Error),
     /// The renderer named a file the revision does not have.
     #[error("{file}: not in the revision")]
     Missing {
@@ -97,6 +101,8 @@ impl Error {
         match self {
             Error::Format(f) => f.decryption_failure(),
             Error::NoDecryption { .. } => Some("sops"),
+            Error::Kustomize(lockstep_kustomize::Error::Format(f)) => f.decryption_failure().or(Some("sops")),
+            Error::Kustomize(_) => Some("sops"),
             _ => None,
         }
     }
@@ -114,6 +120,14 @@ pub fn decrypt(
     for d in documents {
         match d {
             Document::Object(m) => out.push(m),
+            Document::Kustomized(b) => {
+                let object = lockstep_kustomize::decrypt(files, &b, keys.sops.as_ref())?;
+                out.push(Manifest::secret(
+                    b.origin_label(),
+                    object,
+                    crate::plan::hash(&b.object),
+                ));
+            }
             Document::Sops { file, format } => {
                 let bytes = files
                     .get(&file)

@@ -99,14 +99,18 @@ pub fn display_url(url: &str) -> String {
     }
 }
 
-/// The files of one revision under the Sync's path.
+/// The files of one revision: the whole repository (a kustomization under the Sync's path may
+/// reach anywhere in it), and the Sync's path.
 #[derive(Debug)]
 pub struct Revision {
     /// The commit id (hex).
     pub commit: String,
     /// The ref it was resolved from (the chosen tag for a semver range).
     pub reference: String,
-    /// File path (relative to the Sync's path) → content.
+    /// The Sync's path in the repository (`/`-separated, no leading or trailing `/`; empty for
+    /// the root).
+    pub path: String,
+    /// Repository-relative file path → content.
     pub files: BTreeMap<String, Vec<u8>>,
 }
 
@@ -231,10 +235,11 @@ impl GitCache {
         f.ssh = self.ssh_session(&f, &mut repo, credentials)?;
         receive(&f, &repo, url, credentials, ca_pem)?;
         let (id, resolved) = resolve(&f, &repo)?;
-        let files = read_tree(&f, &repo, id, path)?;
+        let (path, files) = read_tree(&f, &repo, id, path)?;
         Ok(Revision {
             commit: id.to_string(),
             reference: resolved,
+            path,
             files,
         })
     }
@@ -396,32 +401,39 @@ fn resolve(f: &Fetching<'_>, repo: &gix::Repository) -> Result<(gix::ObjectId, S
     }
 }
 
-/// The files under `path` at commit `id`.
+/// The Sync's `path` (normalised) and every file of commit `id`; `path` must be a directory.
 fn read_tree(
     f: &Fetching<'_>,
     repo: &gix::Repository,
     id: gix::ObjectId,
     path: &str,
-) -> Result<BTreeMap<String, Vec<u8>>, Error> {
+) -> Result<(String, BTreeMap<String, Vec<u8>>), Error> {
     let commit = repo
         .find_commit(id)
         .map_err(|_| f.missing(format!("commit {id} not found")))?;
-    let mut tree = commit.tree().map_err(|e| f.read(e))?;
-    let path = path.trim_matches('/');
-    if !path.is_empty() && path != "." {
+    let tree = commit.tree().map_err(|e| f.read(e))?;
+    let path = normalize(path);
+    if !path.is_empty() {
         let entry = tree
-            .peel_to_entry_by_path(Path::new(path))
+            .clone()
+            .peel_to_entry_by_path(Path::new(&path))
             .map_err(|e| f.read(e))?
             .ok_or_else(|| f.missing(format!("path `{path}` does not exist at {id}")))?;
-        tree = entry
-            .object()
-            .map_err(|e| f.read(e))?
-            .try_into_tree()
-            .map_err(|_| f.missing(format!("path `{path}` is not a directory")))?;
+        if !entry.mode().is_tree() {
+            return Err(f.missing(format!("path `{path}` is not a directory")));
+        }
     }
     let mut files = BTreeMap::new();
     walk(repo, &tree, "", &mut files).map_err(|e| f.read(e))?;
-    Ok(files)
+    Ok((path, files))
+}
+
+/// A Sync's path as the repository's files are keyed: `./a//b/` → `a/b`, `.` → the root.
+pub fn normalize(path: &str) -> String {
+    path.split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 fn walk(

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::apply::{self, Applier};
 use crate::plan::{self, Inventory, ObjectId, Stage};
-use crate::render::{self, Manifest, Renderer};
+use crate::render::{self, Document, Manifest, Render};
 use crate::secrets::{self, DecryptionKeys};
 use crate::source::{self, GitCache};
 
@@ -55,6 +55,8 @@ pub struct Config {
     pub interrupt: Option<apply::Interrupt>,
     /// Confine every object to this namespace ([`Applier::tenant`]).
     pub tenant: Option<String>,
+    /// The renderer (the kustomize helper, each Sync's last render).
+    pub render: Render,
 }
 
 impl Config {
@@ -92,6 +94,7 @@ impl Config {
             force: Default::default(),
             interrupt: None,
             tenant: None,
+            render: Render::default(),
         }
     }
 }
@@ -182,15 +185,31 @@ pub async fn fetch(cache: &GitCache, cfg: &Config) -> Result<source::Revision, E
     )
 }
 
-/// The manifests of a fetched revision: its files rendered, then decrypted, and the target
-/// namespace when `createNamespace` asks for it and the revision does not declare it.
-pub fn render_revision(
+/// The documents of a fetched revision, in ciphertext: the Sync's last render when it was of
+/// the same commit (healing drift starts no kustomize build), else a new one, on a blocking
+/// thread (a kustomize build is a process).
+pub async fn render(
+    cfg: &Config,
+    rev: std::sync::Arc<source::Revision>,
+) -> Result<std::sync::Arc<Vec<Document>>, Error> {
+    let (render, owner) = (cfg.render.clone(), cfg.owner.clone());
+    Ok(
+        tokio::task::spawn_blocking(move || render.cached(&owner, &rev.commit, &rev.files, &rev.path))
+            .await
+            .map_err(|e| render::Error::Task(e.to_string()))??,
+    )
+}
+
+/// The manifests of a fetched revision: its files rendered ([`render`]), then decrypted, and
+/// the target namespace when `createNamespace` asks for it and the revision does not declare
+/// it.
+pub async fn render_revision(
     cfg: &Config,
     keys: &DecryptionKeys,
-    rev: &source::Revision,
+    rev: std::sync::Arc<source::Revision>,
 ) -> Result<Vec<Manifest>, Error> {
-    let documents = render::Directory.render(&rev.files)?;
-    let mut manifests = secrets::decrypt(&rev.files, documents, keys)?;
+    let documents = render(cfg, rev.clone()).await?;
+    let mut manifests = secrets::decrypt(&rev.files, documents.iter().cloned().collect(), keys)?;
     if let (true, Some(ns)) = (cfg.create_namespace, &cfg.target_namespace) {
         let declared = manifests
             .iter()
@@ -229,15 +248,16 @@ pub async fn sync_revision(
             skipped: true,
         });
     }
-    let manifests = render_revision(cfg, keys, &rev)?;
+    let rev = std::sync::Arc::new(rev);
+    let manifests = render_revision(cfg, keys, rev.clone()).await?;
     let steps = plan::steps(&manifests)?;
     let mut applier = cfg.applier(client.clone()).await?;
     applier.check_scope(&manifests)?;
     let (inventory, report) = apply_steps(&client, cfg, &mut applier, &manifests, &steps, last).await?;
     let pruned = prune(cfg, &applier, last, &inventory).await?;
     Ok(Outcome {
-        commit: rev.commit,
-        reference: rev.reference,
+        commit: rev.commit.clone(),
+        reference: rev.reference.clone(),
         report,
         pruned,
         inventory,

@@ -261,6 +261,8 @@ pub fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
 pub struct Controller {
     /// Its metrics.
     pub metrics: Metrics,
+    /// Its renderer (how many kustomize builds it started).
+    pub render: lockstep_agent::render::Render,
     handle: tokio::task::JoinHandle<()>,
 }
 
@@ -304,6 +306,8 @@ impl Controller {
         );
         ctx.scope = Scope::Namespace(ns.to_owned());
         ctx.tenant_isolation = opts.tenant_isolation;
+        ctx.render = render();
+        let render = ctx.render.clone();
         let metrics = ctx.metrics.clone();
         let readiness = reconciler::Readiness::default();
         let gate = readiness.gate("syncs");
@@ -317,8 +321,22 @@ impl Controller {
             readiness.is_ready().then_some(())
         })
         .await;
-        Self { metrics, handle }
+        Self {
+            metrics,
+            render,
+            handle,
+        }
     }
+}
+
+/// A renderer with the kustomize helper `cargo xtask setup` built.
+pub fn render() -> lockstep_agent::render::Render {
+    lockstep_agent::render::Render::new(Some(lockstep_kustomize::Helper::new(kustomize_helper())))
+}
+
+/// The kustomize helper `cargo xtask setup` built.
+pub fn kustomize_helper() -> PathBuf {
+    lockstep_tests::peer("lockstep-kustomize")
 }
 
 /// Runs `lockstep ARGS` in-process (the CLI library), off the async runtime: what the binary
@@ -410,6 +428,7 @@ impl Agent {
             .arg(dir.join(format!("{identity}-git")))
             .args(args)
             .env("KUBECONFIG", kubeconfig)
+            .env("LOCKSTEP_KUSTOMIZE_HELPER", kustomize_helper())
             .env(
                 "RUST_LOG",
                 std::env::var("AGENT_LOG").unwrap_or_else(|_| "info".into()),

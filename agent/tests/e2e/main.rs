@@ -19,6 +19,7 @@ mod drift;
 mod external;
 mod health;
 mod image;
+mod kustomize;
 mod operations;
 mod prune;
 mod sealed;

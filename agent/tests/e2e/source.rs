@@ -24,8 +24,14 @@ fn fetches_the_branch_head_and_reads_the_path_without_a_worktree() {
     let url = format!("file://{}", r.display());
     let rev = src.fetch(&url, "main", "clusters/prod").unwrap();
     assert_eq!(rev.commit, first);
-    assert_eq!(rev.files.keys().collect::<Vec<_>>(), ["apps/cm.yaml", "ns.yaml"]);
-    assert_eq!(rev.files["ns.yaml"], b"kind: Namespace\n");
+    // The whole repository (a kustomization under the path may reach anywhere in it), and the
+    // path.
+    assert_eq!(rev.path, "clusters/prod");
+    assert_eq!(
+        rev.files.keys().collect::<Vec<_>>(),
+        ["README.md", "clusters/prod/apps/cm.yaml", "clusters/prod/ns.yaml"]
+    );
+    assert_eq!(rev.files["clusters/prod/ns.yaml"], b"kind: Namespace\n");
 
     // A new commit is picked up by the next fetch.
     std::fs::remove_file(r.join("clusters/prod/apps/cm.yaml")).unwrap();
@@ -34,7 +40,10 @@ fn fetches_the_branch_head_and_reads_the_path_without_a_worktree() {
     let second = git(r, &["rev-parse", "HEAD"]);
     let rev = src.fetch(&url, "main", "clusters/prod").unwrap();
     assert_eq!(rev.commit, second);
-    assert_eq!(rev.files.keys().collect::<Vec<_>>(), ["ns.yaml"]);
+    assert_eq!(
+        rev.files.keys().collect::<Vec<_>>(),
+        ["README.md", "clusters/prod/ns.yaml"]
+    );
 
     // Bad branch and path are named.
     let e = src.fetch(&url, "nope", "").unwrap_err().to_string();
