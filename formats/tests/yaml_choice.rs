@@ -15,7 +15,7 @@ use lockstep_formats::tree::{MapItem, Value};
 use lockstep_formats::yaml;
 
 /// Made by real sops 3.11 (see tests/example-repo/.sops.yaml).
-const SOPS_OUTPUT: &str = include_str!("../../tests/example-repo/apps/web/web-db.sops.yaml");
+const SOPS_OUTPUT: &str = include_str!("../../tests/example-repo/apps/web/base/web-db.sops.yaml");
 const MANIFESTS: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\nzeta: 1\nalpha: 2\nmid: 3\n---\n# only a comment\nkind: ConfigMap\n";
 const TOP_KEYS: [&str; 6] = ["apiVersion", "kind", "metadata", "type", "stringData", "sops"];
 

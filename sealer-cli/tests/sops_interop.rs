@@ -536,7 +536,7 @@ fn the_example_repository_decrypts_with_both_tools() {
     let env = Env::new();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let key = root.join("keys-example/age.agekey");
-    let file = root.join("tests/example-repo/apps/web/web-db.sops.yaml");
+    let file = root.join("tests/example-repo/apps/web/base/web-db.sops.yaml");
     let file = file.to_str().unwrap();
     let theirs = ok(env.sops(Some(&key), &["decrypt", file]), "sops decrypt example");
     let ours = ok(

@@ -44,6 +44,9 @@ pub struct Row {
     pub from: String,
     /// Its state (for a Secret: how many keys; never a value).
     pub state: String,
+    /// Where it is in Git: a file, and the kustomize build it came through (`-` for objects
+    /// the agent makes from others).
+    pub source: String,
     /// Its resourceVersion.
     pub resource_version: u64,
 }
@@ -71,12 +74,18 @@ pub const VALUES: &[&str] = &[
     "demo-secret-key-6d1f",
     VAULT_ROOT_TOKEN,
     "demo-session-key-41b9",
+    "demo-signing-key-4f1a",
     AWS_API_KEY,
     VAULT_APP_TOKEN,
 ];
 const VAULT_ROOT_TOKEN: &str = "demo-root-token-7c2e";
 const AWS_API_KEY: &str = "demo-api-key-93ad";
 const VAULT_APP_TOKEN: &str = "demo-vault-app-token-5e07";
+/// The directory of the example repository the Sync reads: Flux's layout.
+const SYNC_PATH: &str = "clusters/demo";
+/// The web app's objects are named with the overlay's prefix.
+const WEB: &str = "demo-web";
+const WEB_DB: &str = "demo-web-db";
 /// The Sync the agent's bootstrap flags create.
 const SYNC: &str = "lockstep-system";
 const AGENT_NS: &str = "lockstep-system";
@@ -164,7 +173,7 @@ pub async fn run(opts: &Options, out: &mut dyn Write) -> Result<Report> {
     say(out, "[3/6] Making a Git repository of tests/example-repo ...");
     let repo = work.path().join("example-repo");
     copy_dir(&opts.root.join("tests/example-repo"), &repo)?;
-    let stores = repo.join("apps/web/secret-stores.yaml");
+    let stores = repo.join("clusters/demo/secrets/secret-stores.yaml");
     let text = io("reading secret-stores.yaml", std::fs::read_to_string(&stores))?;
     io(
         "writing secret-stores.yaml",
@@ -182,14 +191,22 @@ pub async fn run(opts: &Options, out: &mut dyn Write) -> Result<Report> {
     say(
         out,
         format!(
-            "      commit {} with {} files: a Namespace, a Deployment, 2 SOPS Secrets, a SealedSecret,",
+            "      commit {} with {} files: a kustomize base (a Deployment, a SOPS Secret) and the overlay",
             &revision[..12],
             files.lines().count()
         ),
     );
     say(
         out,
-        "      2 SecretStores and 2 ExternalSecrets (the Vault store points at this OpenBao)",
+        "      clusters/demo/web (namespace, prefix, label, image tag, a Secret generated from a SOPS",
+    );
+    say(
+        out,
+        "      dotenv file), beside plain files: a Namespace, a SOPS Secret, a SealedSecret, 2 SecretStores",
+    );
+    say(
+        out,
+        "      and 2 ExternalSecrets (the Vault store points at this OpenBao)",
     );
 
     say(
@@ -266,7 +283,8 @@ pub async fn run(opts: &Options, out: &mut dyn Write) -> Result<Report> {
         .env("LOCKSTEP_LOG_FORMAT", "json")
         .env("AWS_SECRETSMANAGER_ENDPOINT", &moto.url)
         .env("LOCKSTEP_BOOTSTRAP_URL", format!("file://{}", repo.display()))
-        .env("LOCKSTEP_BOOTSTRAP_PATH", "apps")
+        .env("LOCKSTEP_BOOTSTRAP_PATH", SYNC_PATH)
+        .env("LOCKSTEP_KUSTOMIZE_HELPER", crate::peer("lockstep-kustomize"))
         .env("LOCKSTEP_BOOTSTRAP_SOPS_SECRET", "sops-age")
         .env("LOCKSTEP_BOOTSTRAP_INTERVAL", "30s");
     let mut agent = spawn("lockstep-agent", &mut cmd, work.path())?;
@@ -344,25 +362,36 @@ pub async fn run(opts: &Options, out: &mut dyn Write) -> Result<Report> {
         out,
         "[6/6] What is in the cluster now (no secret value is ever shown):",
     );
-    let rows = table(&admin).await?;
+    let sources = sources(&repo)?;
+    let mut rows = table(&admin).await?;
+    for r in &mut rows {
+        r.source = sources
+            .iter()
+            .find(|(kind, name, _)| *kind == r.kind && *name == r.name)
+            .map_or_else(|| "-".to_owned(), |(_, _, s)| s.clone());
+        if r.source.starts_with("secretGenerator") {
+            r.from = "SOPS dotenv, decrypted in the cluster".into();
+        }
+    }
     say(out, "");
     say(
         out,
         format!(
-            "  {:>2}  {:<15} {:<24} {:<44} {}",
-            "#", "KIND", "NAME", "FROM", "STATE"
+            "  {:>2}  {:<14} {:<28} {:<42} {:<23} {}",
+            "#", "KIND", "NAME", "FROM", "STATE", "IN GIT (AND THE KUSTOMIZE BUILD)"
         ),
     );
     for (i, r) in rows.iter().enumerate() {
         say(
             out,
             format!(
-                "  {:>2}  {:<15} {:<24} {:<44} {}",
+                "  {:>2}  {:<14} {:<28} {:<42} {:<23} {}",
                 i + 1,
                 r.kind,
                 r.name,
                 r.from,
-                r.state
+                r.state,
+                r.source
             ),
         );
     }
@@ -371,7 +400,7 @@ pub async fn run(opts: &Options, out: &mut dyn Write) -> Result<Report> {
         .iter()
         .find(|r| r.kind == "Deployment")
         .map(|r| r.resource_version)
-        .ok_or_else(|| fail("the Deployment web/web is missing"))?;
+        .ok_or_else(|| fail(format!("the Deployment web/{WEB} is missing")))?;
     let mounted = mounted_secrets(&admin).await?;
     let before: Vec<&str> = rows
         .iter()
@@ -395,21 +424,23 @@ pub async fn run(opts: &Options, out: &mut dyn Write) -> Result<Report> {
     // Drift: a Secret deleted by hand comes back, without waiting for the next poll.
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), "web");
     secrets
-        .delete("web-db", &Default::default())
+        .delete(WEB_DB, &Default::default())
         .await
-        .map_err(kube_err("deleting Secret web/web-db"))?;
+        .map_err(kube_err("deleting Secret web/demo-web-db"))?;
     let t = Instant::now();
     loop {
         if let Some(s) = secrets
-            .get_opt("web-db")
+            .get_opt(WEB_DB)
             .await
-            .map_err(kube_err("reading web-db"))?
+            .map_err(kube_err("reading demo-web-db"))?
             && s.metadata.deletion_timestamp.is_none()
         {
             break;
         }
         if t.elapsed() > Duration::from_secs(30) {
-            return Err(fail("the deleted Secret web/web-db was not put back within 30 s"));
+            return Err(fail(
+                "the deleted Secret web/demo-web-db was not put back within 30 s",
+            ));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -417,7 +448,7 @@ pub async fn run(opts: &Options, out: &mut dyn Write) -> Result<Report> {
     say(
         out,
         format!(
-            "  Self-heal: `kubectl delete secret web-db -n web`, and the agent put it back in {heal_seconds:.2} s."
+            "  Self-heal: `kubectl delete secret {WEB_DB} -n web`, and the agent put it back in {heal_seconds:.2} s."
         ),
     );
     let agent_log = io("reading the agent's log", std::fs::read_to_string(&log))?;
@@ -588,12 +619,12 @@ async fn load_keys(client: &kube::Client, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `namespace/name` of every Secret the Deployment web/web mounts.
+/// `namespace/name` of every Secret the Deployment web/demo-web mounts.
 async fn mounted_secrets(client: &kube::Client) -> Result<Vec<String>> {
     let d = Api::<Deployment>::namespaced(client.clone(), "web")
-        .get("web")
+        .get(WEB)
         .await
-        .map_err(kube_err("reading Deployment web/web"))?;
+        .map_err(kube_err("reading Deployment web/demo-web"))?;
     let spec = serde_json::to_value(d.spec).map_err(|e| fail(e.to_string()))?;
     let mut names = Vec::new();
     collect_secret_names(&spec, &mut names);
@@ -687,6 +718,7 @@ async fn table(client: &kube::Client) -> Result<Vec<Row>> {
             name: name(&s),
             from,
             state: format!("{keys} key{}", if keys == 1 { "" } else { "s" }),
+            source: String::new(),
             resource_version: rv(&s),
         });
     }
@@ -701,20 +733,22 @@ async fn table(client: &kube::Client) -> Result<Vec<Row>> {
                 name: name(o),
                 from: "Git".into(),
                 state: state(o, cond),
+                source: String::new(),
                 resource_version: rv(o),
             });
         }
     }
     let d = Api::<Deployment>::namespaced(client.clone(), "web")
-        .get("web")
+        .get(WEB)
         .await
-        .map_err(kube_err("reading Deployment web/web"))?;
+        .map_err(kube_err("reading Deployment web/demo-web"))?;
     let d = serde_json::to_value(d).map_err(|e| fail(e.to_string()))?;
     rows.push(Row {
         kind: "Deployment".into(),
         name: name(&d),
         from: "Git".into(),
-        state: "applied (no nodes here to run it)".into(),
+        state: "applied (no nodes)".into(),
+        source: String::new(),
         resource_version: rv(&d),
     });
     // The order of the data flow: SOPS, sealed, external, then the workload.
@@ -729,6 +763,76 @@ async fn table(client: &kube::Client) -> Result<Vec<Row>> {
     };
     rows.sort_by(|a, b| (rank(a), &a.name).cmp(&(rank(b), &b.name)));
     Ok(rows)
+}
+
+/// Where each object of the Sync's path is in Git, as the agent renders it (the same rules and
+/// kustomize helper; ciphertext only, nothing decrypted): (kind, `namespace/name`, source).
+fn sources(repo: &Path) -> Result<Vec<(String, String, String)>> {
+    let mut files = std::collections::BTreeMap::new();
+    read_files(repo, repo, &mut files)?;
+    let helper = lockstep_kustomize::Helper::new(crate::peer("lockstep-kustomize"));
+    let mut out = Vec::new();
+    let mut add = |o: &Json, source: String| {
+        let f = |p: &str| o.pointer(p).and_then(Json::as_str).unwrap_or_default().to_owned();
+        let ns = f("/metadata/namespace");
+        let name = if ns.is_empty() {
+            f("/metadata/name")
+        } else {
+            format!("{ns}/{}", f("/metadata/name"))
+        };
+        out.push((f("/kind"), name, source));
+    };
+    for unit in lockstep_kustomize::units(&files, SYNC_PATH) {
+        match unit {
+            lockstep_kustomize::Unit::File(f) => {
+                let objects = match lockstep_kustomize::plain::plain(&f, &files[&f]) {
+                    Ok(lockstep_kustomize::plain::Plain::Objects(o)) => {
+                        o.into_iter().map(|(_, j)| j).collect()
+                    }
+                    Ok(lockstep_kustomize::plain::Plain::Sops(_)) => {
+                        let text = String::from_utf8_lossy(&files[&f]).into_owned();
+                        lockstep_formats::yaml::load_documents(&text)
+                            .map_err(|e| fail(e.to_string()))?
+                            .iter()
+                            .filter_map(|d| lockstep_formats::sops::stores::to_json(d).ok())
+                            .collect()
+                    }
+                    Ok(_) => Vec::new(),
+                    Err(e) => return Err(fail(e.to_string())),
+                };
+                for o in &objects {
+                    add(o, f.clone());
+                }
+            }
+            lockstep_kustomize::Unit::Kustomization { dir } => {
+                for b in lockstep_kustomize::build(&helper, &files, &dir).map_err(|e| fail(e.to_string()))? {
+                    let source = match (&b.origin.path, &b.origin.configured_in) {
+                        (Some(p), _) => format!("{p} ({dir})"),
+                        (None, Some(_)) => format!("secretGenerator ({dir})"),
+                        _ => dir.clone(),
+                    };
+                    add(&b.object, source);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn read_files(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<String, Vec<u8>>) -> Result<()> {
+    for e in io("reading the repository", std::fs::read_dir(dir))? {
+        let p = io("reading the repository", e)?.path();
+        if p.file_name().is_some_and(|n| n == ".git") {
+            continue;
+        }
+        if p.is_dir() {
+            read_files(root, &p, out)?;
+        } else {
+            let rel = p.strip_prefix(root).unwrap_or(&p).to_string_lossy().into_owned();
+            out.insert(rel, io("reading a file", std::fs::read(&p))?);
+        }
+    }
+    Ok(())
 }
 
 /// Every object of a kind in namespace `web`, as JSON.

@@ -60,8 +60,14 @@ impl Helper {
         if let Some(p) = std::env::var_os(ENV).filter(|p| !p.is_empty()) {
             return Some(PathBuf::from(p));
         }
-        let beside = std::env::current_exe()
-            .ok()
+        // The running binary: /proc/self/exe, else how it was started (no /proc in a chroot).
+        let exe = std::env::current_exe().ok().or_else(|| {
+            std::env::args_os()
+                .next()
+                .map(PathBuf::from)
+                .filter(|p| p.parent().is_some())
+        });
+        let beside = exe
             .and_then(|e| e.parent().map(|d| d.join(PROGRAM)))
             .filter(|p| p.is_file());
         beside.or_else(|| {

@@ -37,7 +37,7 @@ async fn the_demo_runs_green() {
     for (kind, name, from, state) in [
         (
             "Secret",
-            "web/web-db",
+            "web/demo-web-db",
             "SOPS file, decrypted in the cluster",
             "2 keys",
         ),
@@ -83,15 +83,51 @@ async fn the_demo_runs_green() {
             "{kind} {name}"
         );
     }
-    let deployment = row("Deployment", "web/web").resource_version;
-    for secret in ["web/web-db", "web/web-session", "web/web-api", "web/web-token"] {
+    // Which object came from which overlay: the kustomize build and the file in it.
+    assert_eq!(
+        row("Secret", "web/demo-web-db").source,
+        "apps/web/base/web-db.sops.yaml (clusters/demo/web)"
+    );
+    assert_eq!(
+        row("Deployment", "web/demo-web").source,
+        "apps/web/base/deployment.yaml (clusters/demo/web)"
+    );
+    assert_eq!(
+        row("Secret", "web/backend-credentials").source,
+        "clusters/demo/secrets/backend-credentials.sops.yaml"
+    );
+    let generated = report
+        .rows
+        .iter()
+        .find(|r| r.name.starts_with("web/demo-web-env-"))
+        .unwrap_or_else(|| panic!("no generated Secret in the table:\n{out}"));
+    assert_eq!(
+        (
+            generated.from.as_str(),
+            generated.state.as_str(),
+            generated.source.as_str()
+        ),
+        (
+            "SOPS dotenv, decrypted in the cluster",
+            "2 keys",
+            "secretGenerator (clusters/demo/web)"
+        )
+    );
+    let deployment = row("Deployment", "web/demo-web").resource_version;
+    for secret in [
+        "web/demo-web-db",
+        generated.name.as_str(),
+        "web/web-session",
+        "web/web-api",
+        "web/web-token",
+    ] {
         assert!(
             row("Secret", secret).resource_version < deployment,
             "{secret} was written after the Deployment"
         );
     }
-    assert_eq!(report.rows.len(), 11, "{out}");
-    assert!(out.contains("Written before the Deployment that mounts them (resourceVersions): 4 of 4"));
+    assert_eq!(report.rows.len(), 12, "{out}");
+    assert!(out.contains("Written before the Deployment that mounts them (resourceVersions): 5 of 5"));
     assert!(report.heal_seconds < 5.0, "healed in {} s", report.heal_seconds);
     assert_eq!(report.revision.len(), 40);
 

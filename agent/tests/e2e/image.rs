@@ -1,7 +1,7 @@
 //! The image's root filesystem, as `deploy/Dockerfile` assembles it with
-//! `deploy/image/rootfs.sh`, built here from this build's binaries: the agent, the CLI and
-//! OpenSSH's client (for `ssh://` sources) run in it, chrooted, as the image's user 65532, with
-//! no shell and nothing else there. (The Dockerfile's build stage is Alpine, where the two
+//! `deploy/image/rootfs.sh`, built here from this build's binaries: the agent, the CLI, the
+//! kustomize helper (found beside them) and OpenSSH's client (for `ssh://` sources) run in it,
+//! chrooted, as the image's user 65532, with no shell and nothing else there. (The Dockerfile's build stage is Alpine, where the two
 //! binaries come out static and only `ssh` brings libraries; here the script copies whatever
 //! `ldd` lists for each, the same way.)
 
@@ -51,6 +51,7 @@ fn the_image_root_runs_the_agent_the_cli_and_ssh_as_nonroot() {
             .arg(&root)
             .arg(&agent)
             .arg(&cli)
+            .arg(super::fixtures::kustomize_helper())
             .output()
             .unwrap(),
         "rootfs.sh",
@@ -77,6 +78,36 @@ fn the_image_root_runs_the_agent_the_cli_and_ssh_as_nonroot() {
         "lockstep keygen age",
     );
     assert!(String::from_utf8_lossy(&keygen).contains("AGE-SECRET-KEY-1"));
+    // The CLI finds the kustomize helper beside itself and builds an overlay with it.
+    for (file, text) in [
+        ("tmp/repo/base/kustomization.yaml", "resources: [cm.yaml]\n"),
+        (
+            "tmp/repo/base/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n",
+        ),
+        (
+            "tmp/repo/prod/kustomization.yaml",
+            "resources: [../base]\nnamePrefix: prod-\n",
+        ),
+    ] {
+        std::fs::create_dir_all(root.join(file).parent().unwrap()).unwrap();
+        std::fs::write(root.join(file), text).unwrap();
+    }
+    let built = ok(
+        in_root(
+            &root,
+            "/usr/local/bin/lockstep",
+            &["build", "/tmp/repo/prod", "--root", "/tmp/repo"],
+            &[],
+        ),
+        "lockstep build",
+    );
+    let built = String::from_utf8_lossy(&built);
+    assert!(
+        built.contains("# Source: base/cm.yaml (kustomize build prod)")
+            && built.contains("name: prod-settings"),
+        "{built}"
+    );
 
     // ssh resolves the user (it refuses to run for one it cannot look up) and reads no config.
     let config = ok(
