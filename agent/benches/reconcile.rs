@@ -19,16 +19,20 @@
 // Benchmark code: a failed unwrap is a failed run.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use common::{Proc, free_port, median, ready, until};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::discovery::ApiResource;
 use lockstep_tests::controlplane::{ControlPlane, Options};
 use lockstep_tests::services::{self, http};
-use lockstep_tests::{AgeKey, cache_dir, git, peer};
+use lockstep_tests::{AgeKey, cache_dir, git};
 use serde_json::json;
 
 const OBJECTS: usize = 1000;
@@ -41,106 +45,6 @@ const FLUX_EDITS: usize = 3;
 const PUSHES: usize = 3;
 const IDLE: Duration = Duration::from_secs(60);
 const HOOK: &str = "bench-webhook-secret";
-
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn spawn(cmd: &mut Command, log: PathBuf) -> Self {
-        let f = std::fs::File::create(&log).unwrap();
-        let child = cmd
-            .stdout(f.try_clone().unwrap())
-            .stderr(f)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        Self { child, log }
-    }
-
-    /// CPU time used so far (user + system), from /proc.
-    fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        Duration::from_millis(ticks * 10)
-    }
-
-    fn rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .unwrap()
-            .trim()
-            .trim_end_matches(" kB")
-            .trim()
-            .parse()
-            .unwrap();
-        kib / 1024.0
-    }
-
-    /// Whether the process still runs (an exited child stays a zombie until reaped).
-    fn alive(&self) -> bool {
-        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.rsplit(')')
-                    .next()
-                    .and_then(|r| r.split_whitespace().next())
-                    .map(|st| st != "Z")
-            })
-            .unwrap_or(false)
-    }
-
-    fn tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().rev().take(20).collect();
-        lines.into_iter().rev().collect::<Vec<_>>().join("\n")
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn until<T>(what: &str, within: Duration, procs: &[&Proc], mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        if Instant::now() > deadline || procs.iter().any(|p| !p.alive()) {
-            let logs: Vec<String> = procs.iter().map(|p| p.tail()).collect();
-            panic!("timed out waiting for {what}\n{}", logs.join("\n---\n"));
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn ready(o: &DynamicObject) -> bool {
-    o.data
-        .pointer("/status/conditions")
-        .and_then(|c| c.as_array())
-        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 fn signed_push(port: u16, url: &str) -> u16 {
     lockstep_tests::services::github_push(port, url, "refs/heads/main", HOOK)
@@ -282,24 +186,7 @@ async fn run(flux_crds: &Path) {
     )
     .await;
     // Flux: source-controller serving artifacts on loopback, kustomize-controller.
-    let storage = free_port();
-    let flux_env = |c: &mut Command| {
-        c.env("KUBECONFIG", cp.kubeconfig())
-            .env("RUNTIME_NAMESPACE", "flux-system")
-            .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())])
-            .args(["--health-addr", &format!("127.0.0.1:{}", free_port())])
-            .args(["--log-level", "error"]);
-    };
-    std::fs::create_dir_all(w.join("flux-storage")).unwrap();
-    let mut sc = Command::new(peer("source-controller"));
-    flux_env(&mut sc);
-    sc.args(["--storage-path", w.join("flux-storage").to_str().unwrap()])
-        .args(["--storage-addr", &format!("127.0.0.1:{storage}")])
-        .args(["--storage-adv-addr", &format!("127.0.0.1:{storage}")]);
-    let source_controller = Proc::spawn(&mut sc, w.join("source-controller.log"));
-    let mut kc = Command::new(peer("kustomize-controller"));
-    flux_env(&mut kc);
-    let kustomize_controller = Proc::spawn(&mut kc, w.join("kustomize-controller.log"));
+    let (source_controller, kustomize_controller) = common::start_flux(cp.kubeconfig(), w);
     let flux = [&source_controller, &kustomize_controller];
 
     // Cold syncs.
@@ -326,50 +213,9 @@ async fn run(flux_crds: &Path) {
     .await;
     let ls_cold = t.elapsed();
 
-    let repos: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        "flux-system",
-        &ApiResource::from_gvk(&GroupVersionKind::gvk(
-            "source.toolkit.fluxcd.io",
-            "v1",
-            "GitRepository",
-        )),
-    );
-    let kustomizations: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        "flux-system",
-        &ApiResource::from_gvk(&GroupVersionKind::gvk(
-            "kustomize.toolkit.fluxcd.io",
-            "v1",
-            "Kustomization",
-        )),
-    );
     eprintln!("flux: cold sync ...");
     let t = Instant::now();
-    repos
-        .create(
-            &pp,
-            &serde_json::from_value(json!({
-                "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "metadata": { "name": "bench" },
-                "spec": { "url": url, "interval": "10m", "ref": { "branch": "main" } }
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
-    kustomizations
-        .create(
-            &pp,
-            &serde_json::from_value(json!({
-                "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "metadata": { "name": "bench" },
-                "spec": { "interval": FLUX_INTERVAL, "path": "./", "prune": true, "targetNamespace": "bench-flux",
-                          "sourceRef": { "kind": "GitRepository", "name": "bench" },
-                          "decryption": { "provider": "sops", "secretRef": { "name": "sops-age" } } }
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+    let (repos, kustomizations) = common::create_flux_sync(&client, &url, FLUX_INTERVAL).await;
     until(
         "the Kustomization Ready",
         Duration::from_secs(300),

@@ -280,6 +280,20 @@ pub async fn eventually_showing<T>(
 /// (`data` and `stringData` only, as users configure it), four processes at a time; panics with
 /// sops' message on failure. `home` stands in for `HOME`.
 pub fn sops_encrypt(files: &[&Path], recipient: &str, home: &Path) {
+    sops_encrypt_with(
+        files,
+        recipient,
+        home,
+        &["--encrypted-regex", "^(data|stringData)$"],
+    );
+}
+
+/// [`sops_encrypt`] of every value (dotenv files, binary files, whole documents).
+pub fn sops_encrypt_all(files: &[&Path], recipient: &str, home: &Path) {
+    sops_encrypt_with(files, recipient, home, &[]);
+}
+
+fn sops_encrypt_with(files: &[&Path], recipient: &str, home: &Path, rule: &[&str]) {
     for chunk in files.chunks(4) {
         let children: Vec<_> = chunk
             .iter()
@@ -293,20 +307,14 @@ pub fn sops_encrypt(files: &[&Path], recipient: &str, home: &Path) {
                 ] {
                     c.env_remove(var);
                 }
-                c.args([
-                    "encrypt",
-                    "-i",
-                    "--age",
-                    recipient,
-                    "--encrypted-regex",
-                    "^(data|stringData)$",
-                ])
-                .arg(f)
-                .env("HOME", home)
-                .env("XDG_CONFIG_HOME", home.join(".config"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
+                c.args(["encrypt", "-i", "--age", recipient])
+                    .args(rule)
+                    .arg(f)
+                    .env("HOME", home)
+                    .env("XDG_CONFIG_HOME", home.join(".config"))
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
                 (f, c.spawn().unwrap())
             })
             .collect();

@@ -129,25 +129,16 @@ pub fn sealed_secrets(cache: &Path, version: &str) -> Result<()> {
     if names.iter().all(|(b, _)| out.join(b).is_file()) {
         eprintln!("    cached in {}", out.display());
     } else {
-        let go = go_toolchain()?;
-        std::fs::create_dir_all(&out)?;
-        let mut install = Command::new(&go);
-        install
-            .env("GOBIN", &out)
-            .env("CGO_ENABLED", "0")
-            .args([
-                "install",
-                "-trimpath",
-                "-ldflags",
-                &format!("-s -w -X main.VERSION={version}"),
-            ])
-            .args(
-                names
-                    .iter()
-                    .map(|(b, _)| format!("github.com/bitnami-labs/sealed-secrets/cmd/{b}@{version}")),
-            );
-        heartbeat("building kubeseal and the controller", || go_run(&mut install))
-            .context("`go install` of sealed-secrets failed; check access to the Go module proxy")?;
+        let packages: Vec<String> = names
+            .iter()
+            .map(|(b, _)| format!("github.com/bitnami-labs/sealed-secrets/cmd/{b}@{version}"))
+            .collect();
+        go_install(
+            &out,
+            &format!("-s -w -X main.VERSION={version}"),
+            &packages,
+            "kubeseal and the controller",
+        )?;
     }
     for (b, name) in names {
         link(&out.join(b), &cache.join("bin").join(name))?;
@@ -266,18 +257,28 @@ pub fn kustomize_cli(cache: &Path, version: &str) -> Result<()> {
     if out.join("kustomize").is_file() {
         eprintln!("    cached in {}", out.display());
     } else {
-        let go = go_toolchain()?;
-        std::fs::create_dir_all(&out)?;
-        let mut install = Command::new(&go);
-        install
-            .env("GOBIN", &out)
-            .env("CGO_ENABLED", "0")
-            .args(["install", "-trimpath", "-ldflags", "-s -w"])
-            .arg(format!("sigs.k8s.io/kustomize/kustomize/v5@{version}"));
-        heartbeat("building kustomize", || go_run(&mut install))
-            .context("`go install` of kustomize failed; check access to the Go module proxy")?;
+        go_install(
+            &out,
+            "-s -w",
+            &[format!("sigs.k8s.io/kustomize/kustomize/v5@{version}")],
+            "kustomize",
+        )?;
     }
     link(&out.join("kustomize"), &cache.join("bin/kustomize"))
+}
+
+/// `go install` of `packages` (modules without replaces) into `out`, static.
+fn go_install(out: &Path, ldflags: &str, packages: &[String], what: &str) -> Result<()> {
+    let go = go_toolchain()?;
+    std::fs::create_dir_all(out)?;
+    let mut install = Command::new(&go);
+    install
+        .env("GOBIN", out)
+        .env("CGO_ENABLED", "0")
+        .args(["install", "-trimpath", "-ldflags", ldflags])
+        .args(packages);
+    heartbeat(&format!("building {what}"), || go_run(&mut install))
+        .with_context(|| format!("`go install` of {what} failed; check access to the Go module proxy"))
 }
 
 /// Copies a directory tree (module cache trees are read-only; the copy is writable).

@@ -6,8 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -22,30 +21,6 @@ struct Tree {
     files: BTreeMap<String, Vec<u8>>,
     ids: Identities,
     _dir: tempfile::TempDir,
-}
-
-fn sops(args: &[&str], file: &Path, home: &Path) {
-    let mut c = Command::new(lockstep_tests::peer("sops"));
-    for var in [
-        "SOPS_AGE_KEY",
-        "SOPS_AGE_KEY_FILE",
-        "SOPS_AGE_RECIPIENTS",
-        "SOPS_CONFIG",
-    ] {
-        c.env_remove(var);
-    }
-    let out = c
-        .args(args)
-        .arg(file)
-        .env("HOME", home)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sops: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn tree(overlay: &str) -> Tree {
@@ -75,21 +50,12 @@ fn tree(overlay: &str) -> Tree {
     write("base/key.bin", CANARY_KEY);
     write("overlays/prod/kustomization.yaml", overlay);
     let repo = root.join("repo");
-    sops(
-        &[
-            "encrypt",
-            "-i",
-            "--age",
-            &key.recipient,
-            "--encrypted-regex",
-            "^(data|stringData)$",
-        ],
-        &repo.join("base/db.sops.yaml"),
+    lockstep_tests::sops_encrypt(&[&repo.join("base/db.sops.yaml")], &key.recipient, root);
+    lockstep_tests::sops_encrypt_all(
+        &[&repo.join("base/app.env"), &repo.join("base/key.bin")],
+        &key.recipient,
         root,
     );
-    for f in ["base/app.env", "base/key.bin"] {
-        sops(&["encrypt", "-i", "--age", &key.recipient], &repo.join(f), root);
-    }
     let mut files = BTreeMap::new();
     for f in [
         "base/kustomization.yaml",

@@ -105,9 +105,25 @@ impl Collector for CallsCollector {
     }
 }
 
+/// Exports a renderer's count of kustomize builds as `lockstep_render_builds_total`.
+#[derive(Debug)]
+struct BuildsCollector(Arc<std::sync::atomic::AtomicU64>);
+
+impl Collector for BuildsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let metric = encoder.encode_descriptor(
+            "render_builds",
+            "kustomize builds started (an unchanged commit, or drift healed on it, starts none)",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        ConstCounter::new(self.0.load(std::sync::atomic::Ordering::Relaxed)).encode(metric)
+    }
+}
+
 impl Metrics {
-    /// The registry with every metric, `calls` included.
-    pub fn new(calls: Calls) -> Self {
+    /// The registry with every metric, `calls` and the renderer's `builds` included.
+    pub fn new(calls: Calls, builds: Arc<std::sync::atomic::AtomicU64>) -> Self {
         let mut r = Registry::with_prefix("lockstep");
         let syncs = Family::<ResultLabels, Counter>::default();
         r.register("sync", "Syncs run, by Sync and result", syncs.clone());
@@ -165,6 +181,7 @@ impl Metrics {
             leader.clone(),
         );
         r.register_collector(Box::new(CallsCollector(calls)));
+        r.register_collector(Box::new(BuildsCollector(builds)));
         Self {
             registry: Arc::new(r),
             syncs,

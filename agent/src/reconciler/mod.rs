@@ -222,7 +222,8 @@ pub struct Context {
     /// The Syncs this controller reconciles.
     pub scope: Scope,
     /// How revisions are rendered: the kustomize helper, and each Sync's last render (healing
-    /// drift on the same commit starts no build).
+    /// drift on the same commit starts no build). Set its `kustomize` field in place: the
+    /// metrics count this renderer's builds.
     pub render: crate::render::Render,
     /// Reconciles in progress: what each started from, and how to cut its health waits short.
     inflight: inflight::Registry,
@@ -244,7 +245,8 @@ impl Context {
         impl futures::Stream<Item = ObjectRef<Sync>> + Send + 'static,
     ) {
         let calls = external.as_ref().map(|e| e.calls.clone()).unwrap_or_default();
-        let metrics = metrics::Metrics::new(calls);
+        let render = crate::render::Render::default();
+        let metrics = metrics::Metrics::new(calls, render.builds_counter());
         let (drift, drifted) = drift::Tracker::new(client.clone(), Some(metrics.clone()));
         let recorder = kube::runtime::events::Recorder::new(
             client.clone(),
@@ -256,7 +258,7 @@ impl Context {
         let ctx = Self {
             tenant_isolation: false,
             scope: Scope::All,
-            render: crate::render::Render::default(),
+            render,
             inflight: inflight::Registry::default(),
             syncs: Default::default(),
             recorder,

@@ -166,9 +166,14 @@ impl Render {
         }
     }
 
-    /// How many kustomize builds this renderer has started.
+    /// How many kustomize builds this renderer (and its clones) started.
     pub fn builds(&self) -> u64 {
         self.builds.load(Ordering::Relaxed)
+    }
+
+    /// The count behind [`Render::builds`], for the metrics.
+    pub fn builds_counter(&self) -> Arc<AtomicU64> {
+        self.builds.clone()
     }
 
     /// The documents of `owner`'s revision `commit` at `path`: its last render when that was of
@@ -232,3 +237,67 @@ pub fn check_object(origin: &str, o: &Json) -> Result<(), Error> {
 }
 
 pub use lockstep_kustomize::plain::origin;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn repo(files: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
+        files
+            .iter()
+            .map(|(n, t)| ((*n).to_owned(), t.as_bytes().to_vec()))
+            .collect()
+    }
+
+    const CM: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n";
+
+    #[test]
+    fn plain_files_under_the_path_only_with_repository_paths_as_origins() {
+        let files = repo(&[
+            ("prod/a.yaml", CM),
+            ("prod/.sops.yaml", "x: y\n"),
+            ("other/b.yaml", CM),
+        ]);
+        let docs = Render::new(None).render(&files, "prod").unwrap();
+        let [Document::Object(m)] = docs.as_slice() else {
+            panic!("{docs:?}")
+        };
+        assert_eq!(m.origin, "prod/a.yaml");
+    }
+
+    #[test]
+    fn a_kustomization_without_the_helper_is_named() {
+        let files = repo(&[
+            ("clusters/prod/ns.yaml", CM),
+            ("clusters/prod/apps/kustomization.yaml", "resources: []\n"),
+        ]);
+        let e = Render::new(None)
+            .render(&files, "clusters/prod")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("clusters/prod/apps/kustomization.yaml: a kustomization, but the kustomize helper"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_last_render_of_a_sync_is_reused_for_the_same_commit_only() {
+        let files = repo(&[("a.yaml", CM)]);
+        let r = Render::new(None);
+        let first = r.cached("ns.app", "c1", &files, "").unwrap();
+        assert!(Arc::ptr_eq(
+            &first,
+            &r.clone().cached("ns.app", "c1", &files, "").unwrap()
+        ));
+        assert!(!Arc::ptr_eq(
+            &first,
+            &r.cached("ns.app", "c2", &files, "").unwrap()
+        ));
+        assert!(!Arc::ptr_eq(
+            &first,
+            &r.cached("ns.other", "c1", &files, "").unwrap()
+        ));
+    }
+}

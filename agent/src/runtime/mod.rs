@@ -96,7 +96,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     );
     ctx.tenant_isolation = args.tenant_isolation;
     ctx.scope = scope(&args);
-    ctx.render = render(&args)?;
+    ctx.render.kustomize = kustomize_helper(&args)?;
     let metrics = ctx.metrics.clone();
     let (admin, readiness) = endpoints(&args, &client, &keys, metrics.clone(), &shutdown, &ctx.render);
     // Every replica serves the endpoints; only the leader runs the controllers.
@@ -213,19 +213,19 @@ fn bootstrap_of(args: &Args) -> Option<Bootstrap> {
     })
 }
 
-/// The renderer the flags describe: the kustomize helper where `--kustomize-helper` says or
-/// where it is installed, and its limits.
-fn render(args: &Args) -> Result<crate::render::Render, Error> {
-    let helper = lockstep_kustomize::Helper::locate(args.kustomize_helper.as_deref()).map(|p| {
-        let mut h = lockstep_kustomize::Helper::new(p);
-        h.max_output = args.render_max_output;
-        h
-    });
+/// The kustomize helper the flags describe: where `--kustomize-helper` says or where it is
+/// installed, with their limits.
+fn kustomize_helper(args: &Args) -> Result<Option<lockstep_kustomize::Helper>, Error> {
     let timeout = duration(&args.render_timeout, "render-timeout")?;
-    Ok(crate::render::Render::new(helper.map(|mut h| {
-        h.timeout = timeout;
-        h
-    })))
+    Ok(
+        lockstep_kustomize::Helper::locate(args.kustomize_helper.as_deref()).map(|program| {
+            lockstep_kustomize::Helper {
+                program,
+                timeout,
+                max_output: args.render_max_output,
+            }
+        }),
+    )
 }
 
 /// The HTTP endpoints and the readiness they report: unready as soon as shutdown begins, and

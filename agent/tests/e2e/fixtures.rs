@@ -306,7 +306,7 @@ impl Controller {
         );
         ctx.scope = Scope::Namespace(ns.to_owned());
         ctx.tenant_isolation = opts.tenant_isolation;
-        ctx.render = render();
+        ctx.render.kustomize = Some(lockstep_kustomize::Helper::new(kustomize_helper()));
         let render = ctx.render.clone();
         let metrics = ctx.metrics.clone();
         let readiness = reconciler::Readiness::default();
@@ -327,11 +327,6 @@ impl Controller {
             handle,
         }
     }
-}
-
-/// A renderer with the kustomize helper `cargo xtask setup` built.
-pub fn render() -> lockstep_agent::render::Render {
-    lockstep_agent::render::Render::new(Some(lockstep_kustomize::Helper::new(kustomize_helper())))
 }
 
 /// The kustomize helper `cargo xtask setup` built.

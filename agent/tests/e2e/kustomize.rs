@@ -26,22 +26,21 @@ const OVERLAY: &str = "resources:\n- ../../base\nnamePrefix: prod-\nlabels:\n- p
 struct Tree {
     repo: Repo,
     canary: String,
-    sealing: Option<lockstep_agent::secrets::sealing::SealingKeys>,
+    /// The sealing key (PEM) the SealedSecret is sealed for.
+    sealing_key: String,
     _dir: tempfile::TempDir,
 }
 
-fn sops_all(file: &Path, recipient: &str, home: &Path) {
-    let mut c = Command::new(peer("sops"));
-    for v in [
-        "SOPS_AGE_KEY",
-        "SOPS_AGE_KEY_FILE",
-        "SOPS_AGE_RECIPIENTS",
-        "SOPS_CONFIG",
-    ] {
-        c.env_remove(v);
+impl Tree {
+    /// The agent's sealing keys: the one the SealedSecret is sealed for.
+    fn sealing(&self) -> lockstep_agent::secrets::sealing::SealingKeys {
+        let mut ring = KeyRing::new();
+        ring.push(UnsealingKey::from_pem("e2e", &self.sealing_key).unwrap());
+        lockstep_agent::secrets::sealing::SealingKeys {
+            ring: std::sync::Arc::new(ring),
+            newest: None,
+        }
     }
-    c.args(["encrypt", "-i", "--age", recipient]).arg(file);
-    lockstep_tests::ok(run(&mut c, home, None), "sops encrypt");
 }
 
 impl Tree {
@@ -66,14 +65,12 @@ impl Tree {
         )
         .write("base/app.env", &format!("API_TOKEN={canary}-env\nMODE=strict\n"))
         .write("overlays/prod/kustomization.yaml", OVERLAY);
-        sops_all(&repo.path().join("base/app.env"), &age.recipient, repo.path());
+        lockstep_tests::sops_encrypt_all(&[&repo.path().join("base/app.env")], &age.recipient, repo.path());
         // A SealedSecret made by real kubeseal, namespace-wide (the overlay renames it; kustomize
         // knows no SealedSecret name references, so the Deployment names the final name).
         let (skey, scert) = sealed::generate_key_pair(2048, "e2e", 30).unwrap();
         let cert = dir.path().join("sealing.crt");
         std::fs::write(&cert, &scert).unwrap();
-        let mut ring = KeyRing::new();
-        ring.push(UnsealingKey::from_pem("e2e", &skey).unwrap());
         let mut c = Command::new(peer("kubeseal"));
         c.arg("--cert")
             .arg(&cert)
@@ -87,10 +84,7 @@ impl Tree {
         Self {
             repo,
             canary,
-            sealing: Some(lockstep_agent::secrets::sealing::SealingKeys {
-                ring: std::sync::Arc::new(ring),
-                newest: None,
-            }),
+            sealing_key: skey.to_string(),
             _dir: dir,
         }
     }
@@ -126,13 +120,13 @@ async fn an_overlay_tree_syncs_secrets_first_and_refusals_stall_naming_the_file(
     let (client, ns) = setup("kustomize").await;
     let keydir = tempfile::tempdir().unwrap();
     let age = AgeKey::generate(keydir.path(), "age.txt");
-    let mut t = Tree::new(&ns, &age);
+    let t = Tree::new(&ns, &age);
     age_secret(&client, &ns, &age).await;
     let ctl = Controller::start_with(
         &client,
         &ns,
         ControllerOptions {
-            sealing: t.sealing.take(),
+            sealing: Some(t.sealing()),
             ..Default::default()
         },
     )
@@ -241,6 +235,11 @@ async fn an_overlay_tree_syncs_secrets_first_and_refusals_stall_naming_the_file(
     })
     .await;
     assert_eq!(ctl.render.builds(), 1, "healing drift rebuilt the same commit");
+    assert!(
+        ctl.metrics.encode().contains("lockstep_render_builds_total 1\n"),
+        "{}",
+        ctl.metrics.encode()
+    );
 
     // Each refusal stalls the Sync naming the file; nothing is pruned.
     let good_db = t.repo.read("base/db.sops.yaml");
@@ -308,6 +307,50 @@ async fn an_overlay_tree_syncs_secrets_first_and_refusals_stall_naming_the_file(
         t.repo.commit("restore");
         wait_ready(&client, &ns, "prod", "True", 90).await;
     }
+
+    // `lockstep diff` (the agent's /v1/diff) renders the overlay as the sync does: a change to
+    // the overlay, the Sync suspended, shows the Deployment reconfigured and no value.
+    Api::<Sync>::namespaced(client.clone(), &ns)
+        .patch(
+            "prod",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "suspend": true } })),
+        )
+        .await
+        .unwrap();
+    // A reconcile already under way finishes on the commit it fetched.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    t.repo.write(
+        "overlays/prod/kustomization.yaml",
+        &OVERLAY.replace("env: prod", "env: canary"),
+    );
+    t.repo.commit("relabel");
+    let mut differ = lockstep_agent::reconciler::Differ::new(
+        client.clone(),
+        lockstep_agent::source::GitCache::new(keydir.path().join("diff-cache")),
+        lockstep_agent::secrets::sealing::fixed(t.sealing()),
+    );
+    differ.render.kustomize = Some(lockstep_kustomize::Helper::new(
+        super::fixtures::kustomize_helper(),
+    ));
+    let report = differ.diff(&ns, "prod").await.unwrap();
+    let web = report
+        .changes
+        .iter()
+        .find(|c| c.object.contains("prod-web"))
+        .unwrap_or_else(|| panic!("no change to prod-web: {report:?}"));
+    assert_eq!(web.action, "configured");
+    assert!(
+        web.diff
+            .lines()
+            .any(|l| l.starts_with('+') && l.contains("env: canary")),
+        "{}",
+        web.diff
+    );
+    assert!(
+        !serde_json::to_string(&report).unwrap().contains(&t.canary),
+        "a value in the diff"
+    );
 
     // The canaries: in no status, event, log or file.
     let s = Api::<Sync>::namespaced(client.clone(), &ns)
