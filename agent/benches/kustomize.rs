@@ -1,4 +1,5 @@
-//! A kustomize tree of 50 apps, each a base (Deployment, Service, ServiceAccount, ConfigMap, a
+//! A kustomize tree of 50 apps, each a base (Deployment, a headless Service (the test control
+//! plane's service range holds 254 addresses), ServiceAccount, ConfigMap, a
 //! SOPS Secret made by real sops) and 3 overlays (prefix, label, image tag, replicas, a patch, a
 //! configMapGenerator, a secretGenerator over a SOPS dotenv file): 150 overlays, 1,050 objects,
 //! one kustomization at the root listing them. Side by side in one run:
@@ -13,7 +14,7 @@
 //!   (`lockstep_render_builds_total`; target: none).
 //!
 //! `cargo xtask bench`, or `cargo bench -p lockstep-agent --bench kustomize` once Flux is in the
-//! cache.
+//! cache (`LOCKSTEP_BENCH_RENDER_ONLY=1`: the render part alone).
 
 // Benchmark code: a failed unwrap is a failed run.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
@@ -32,7 +33,7 @@ use kube::discovery::ApiResource;
 use lockstep_formats::sops::Identities;
 use lockstep_tests::controlplane::{ControlPlane, Options};
 use lockstep_tests::services::{self, http};
-use lockstep_tests::{AgeKey, cache_dir, git, peer};
+use lockstep_tests::{AgeKey, git, peer};
 use serde_json::json;
 
 const APPS: usize = 50;
@@ -69,7 +70,7 @@ fn tree(repo: &Path, age: &AgeKey, home: &Path) -> usize {
             repo,
             &format!("{base}/service.yaml"),
             &format!(
-                "apiVersion: v1\nkind: Service\nmetadata:\n  name: {app}\nspec:\n  selector: {{app: {app}}}\n  ports:\n  - port: 80\n    targetPort: 8080\n"
+                "apiVersion: v1\nkind: Service\nmetadata:\n  name: {app}\nspec:\n  clusterIP: None\n  selector: {{app: {app}}}\n  ports:\n  - port: 80\n    targetPort: 8080\n"
             ),
         );
         write(
@@ -144,21 +145,7 @@ fn read_files(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
 }
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        eprintln!("kustomize: skipped (a benchmark; run `cargo bench -p lockstep-agent --bench kustomize`)");
-        return;
-    }
-    let flux_crds = cache_dir().join("flux-crds").canonicalize().unwrap_or_default();
-    assert!(
-        flux_crds.is_dir(),
-        "Flux is not in the cache: run `cargo xtask bench` (it builds source-controller and kustomize-controller)"
-    );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(run(&flux_crds));
+    common::main_beside_flux("kustomize", async |crds| run(&crds).await);
 }
 
 async fn run(flux_crds: &Path) {
@@ -212,6 +199,10 @@ async fn run(flux_crds: &Path) {
         cli.push(t.elapsed());
     }
     let (ours, cli) = (median(ours), median(cli));
+    if std::env::var_os("LOCKSTEP_BENCH_RENDER_ONLY").is_some() {
+        println!("render (median of {RUNS}): lockstep {ours:.2?} (build + decrypt), kustomize CLI {cli:.2?}");
+        return;
+    }
 
     // Cold sync on a real apiserver, against Flux.
     eprintln!("starting the control plane ...");
@@ -343,9 +334,9 @@ async fn run(flux_crds: &Path) {
         "A kustomize tree: {APPS} apps × (base + {} overlays), {objects} objects ({decrypted} from SOPS files, decrypted), side by side",
         ENVS.len()
     );
-    println!("| {:<44} | {:>22} | {:>34} |", "what", "lockstep", "peer");
-    println!("|{:-<46}|{:->24}|{:->36}|", "", "", "");
-    let row = |what: &str, a: String, b: String| println!("| {what:<44} | {a:>22} | {b:>34} |");
+    println!("| {:<44} | {:>24} | {:>35} |", "what", "lockstep", "peer");
+    println!("|{:-<46}|{:->26}|{:->37}|", "", "", "");
+    let row = |what: &str, a: String, b: String| println!("| {what:<44} | {a:>24} | {b:>35} |");
     row(
         &format!("render (median of {RUNS})"),
         format!("{} (build + decrypt)", s(ours)),

@@ -32,7 +32,7 @@ use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams, PostPa
 use kube::discovery::ApiResource;
 use lockstep_tests::controlplane::{ControlPlane, Options};
 use lockstep_tests::services::{self, http};
-use lockstep_tests::{AgeKey, cache_dir, git};
+use lockstep_tests::{AgeKey, git};
 use serde_json::json;
 
 const OBJECTS: usize = 1000;
@@ -53,22 +53,7 @@ fn signed_push(port: u16, url: &str) -> u16 {
 }
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        eprintln!("reconcile: skipped (a benchmark; run `cargo bench -p lockstep-agent --bench reconcile`)");
-        return;
-    }
-    // A link into the versioned build; kubectl reads a linked directory as a file.
-    let flux_crds = cache_dir().join("flux-crds").canonicalize().unwrap_or_default();
-    assert!(
-        flux_crds.is_dir(),
-        "Flux is not in the cache: run `cargo xtask bench` (it builds source-controller and kustomize-controller)"
-    );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(run(&flux_crds));
+    common::main_beside_flux("reconcile", async |crds| run(&crds).await);
 }
 
 async fn run(flux_crds: &Path) {

@@ -88,6 +88,7 @@ pub fn run(a: BuildArgs) -> Result<()> {
         program: p,
         timeout,
         max_output: a.render_max_output,
+        origins: true,
     });
     let objects = render(&files, &rel, helper.as_ref(), ids.as_ref())?;
     let mut text = zeroize::Zeroizing::new(String::new());

@@ -770,7 +770,10 @@ async fn table(client: &kube::Client) -> Result<Vec<Row>> {
 fn sources(repo: &Path) -> Result<Vec<(String, String, String)>> {
     let mut files = std::collections::BTreeMap::new();
     read_files(repo, repo, &mut files)?;
-    let helper = lockstep_kustomize::Helper::new(crate::peer("lockstep-kustomize"));
+    let helper = lockstep_kustomize::Helper {
+        origins: true,
+        ..lockstep_kustomize::Helper::new(crate::peer("lockstep-kustomize"))
+    };
     let mut out = Vec::new();
     let mut add = |o: &Json, source: String| {
         let f = |p: &str| o.pointer(p).and_then(Json::as_str).unwrap_or_default().to_owned();

@@ -185,3 +185,27 @@ pub async fn create_flux_sync(
         .unwrap();
     (repos, kustomizations)
 }
+
+/// A benchmark's `main` beside Flux: skipped unless run by `cargo bench`, Flux's CRDs found in
+/// the cache (a link into the versioned build; kubectl reads a linked directory as a file),
+/// then `run` on a two-thread runtime.
+pub fn main_beside_flux<F: std::future::Future<Output = ()>>(name: &str, run: impl FnOnce(PathBuf) -> F) {
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("{name}: skipped (a benchmark; run `cargo bench -p lockstep-agent --bench {name}`)");
+        return;
+    }
+    let flux_crds = lockstep_tests::cache_dir()
+        .join("flux-crds")
+        .canonicalize()
+        .unwrap_or_default();
+    assert!(
+        flux_crds.is_dir(),
+        "Flux is not in the cache: run `cargo xtask bench` (it builds source-controller and kustomize-controller)"
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run(flux_crds));
+}

@@ -54,17 +54,29 @@ pub fn is_sops_file(path: &str, bytes: &[u8]) -> bool {
     stores::load_encrypted(Format::from_path(std::path::Path::new(path)), bytes).is_ok()
 }
 
+/// The MAC of a SOPS file (its `sops.mac`, as written), if it is one.
+pub fn sops_mac(path: &str, bytes: &[u8]) -> Option<String> {
+    let (_, meta) = stores::load_encrypted(Format::from_path(std::path::Path::new(path)), bytes).ok()?;
+    meta.get("mac")?.as_str().map(str::to_owned)
+}
+
 /// The SOPS sources of a built object, if it has any.
 pub(crate) fn sources(
     files: &BTreeMap<String, Vec<u8>>,
     scan: &Scan,
     b: &Built,
 ) -> Result<Option<Encrypted>> {
-    if b.object.get("sops").is_some_and(Json::is_object) {
-        let file = b.origin.path.clone().ok_or_else(|| Error::Object {
+    if let Some(sops) = b.object.get("sops").filter(|s| s.is_object()) {
+        // The resource whose MAC the block carries; else the file kustomize names as its origin.
+        let by_mac = sops
+            .get("mac")
+            .and_then(Json::as_str)
+            .and_then(|m| scan.sops_resources.get(m))
+            .cloned();
+        let file = by_mac.or_else(|| b.origin.path.clone()).ok_or_else(|| Error::Object {
             origin: b.origin_label(),
             message: format!(
-                "{} carries a `sops` block, but kustomize names no file it came from",
+                "{} carries a `sops` block that is none of the build's SOPS resources (SOPS-encrypted patches are not supported: their values could not be verified)",
                 b.describe()
             ),
         })?;

@@ -147,7 +147,8 @@ pub struct Built {
     pub dir: String,
     /// The object, without the origin annotation (unless the kustomization asked for it).
     pub object: Json,
-    /// Where kustomize says it came from.
+    /// Where it came from: kustomize's origin when the helper tracked it
+    /// ([`Helper::origins`]), and the SOPS file of an encrypted resource always.
     pub origin: Origin,
     /// Which SOPS files its values come from, if any.
     pub encrypted: Option<Encrypted>,
@@ -167,10 +168,14 @@ impl Built {
     }
 
     /// Where it came from and which build made it: `base/db.sops.yaml (kustomize build
-    /// overlays/prod)`.
+    /// overlays/prod)`, or `Deployment web (kustomize build overlays/prod)` without an origin.
     pub fn origin_label(&self) -> String {
         let dir = if self.dir.is_empty() { "." } else { &self.dir };
-        format!("{} (kustomize build {dir})", self.origin.describe())
+        let what = match (&self.origin.path, &self.origin.configured_in) {
+            (None, None) => self.describe(),
+            _ => self.origin.describe(),
+        };
+        format!("{what} (kustomize build {dir})")
     }
 }
 
@@ -194,7 +199,7 @@ impl Origin {
                 "{} in {k}",
                 self.configured_by.as_deref().unwrap_or("a generator")
             ),
-            (None, None) => "kustomize".into(),
+            (None, None) => "an object".into(),
         }
     }
 }
@@ -204,12 +209,18 @@ impl Origin {
 pub fn build(helper: &Helper, files: &BTreeMap<String, Vec<u8>>, dir: &str) -> Result<Vec<Built>> {
     let scan = Scan::of(files, dir)?;
     let out = helper.run(files, dir)?;
-    parse_output(files, dir, &scan, &out)
+    parse_output(files, dir, &scan, &out, helper.origins)
 }
 
 /// The helper's YAML stream as objects: origins read (and removed unless asked for), SOPS
 /// sources found.
-fn parse_output(files: &BTreeMap<String, Vec<u8>>, dir: &str, scan: &Scan, out: &[u8]) -> Result<Vec<Built>> {
+fn parse_output(
+    files: &BTreeMap<String, Vec<u8>>,
+    dir: &str,
+    scan: &Scan,
+    out: &[u8],
+    origins: bool,
+) -> Result<Vec<Built>> {
     let label = format!("kustomize build {}", if dir.is_empty() { "." } else { dir });
     let text = std::str::from_utf8(out).map_err(|_| Error::Object {
         origin: label.clone(),
@@ -230,7 +241,12 @@ fn parse_output(files: &BTreeMap<String, Vec<u8>>, dir: &str, scan: &Scan, out: 
                 message: "an output document is not a mapping".into(),
             });
         }
-        let origin = take_origin(&mut object, dir, scan.keep_origin);
+        // Origins come from the helper's tracking (removed unless the kustomization asked for
+        // them), or from the kustomization's own `buildMetadata`.
+        let origin = match (origins, scan.keep_origin) {
+            (false, false) => Origin::default(),
+            (_, keep) => take_origin(&mut object, dir, keep),
+        };
         let mut b = Built {
             dir: dir.to_owned(),
             object,
@@ -238,6 +254,9 @@ fn parse_output(files: &BTreeMap<String, Vec<u8>>, dir: &str, scan: &Scan, out: 
             encrypted: None,
         };
         b.encrypted = decrypt::sources(files, scan, &b)?;
+        if let (Some(Encrypted::Resource(file)), None) = (&b.encrypted, &b.origin.path) {
+            b.origin.path = Some(file.clone());
+        }
         built.push(b);
     }
     Ok(built)

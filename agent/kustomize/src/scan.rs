@@ -51,6 +51,10 @@ pub struct Scan {
     pub env_sources: BTreeSet<String>,
     /// `secretGenerator` `files:` sources (repository-relative).
     pub file_sources: BTreeSet<String>,
+    /// SOPS files among the resources, by their MAC (`sops.mac`, unique to a file): how a built
+    /// object carrying a `sops` block is matched with its file, without kustomize's origin
+    /// tracking.
+    pub sops_resources: BTreeMap<String, String>,
 }
 
 /// Fields whose entries name kustomizations or resources (local files and directories, or
@@ -117,6 +121,11 @@ impl Scan {
                 };
                 if paths::is_dir(files, &target) {
                     self.visit(files, &target, false, seen)?;
+                } else if let Some(mac) = files
+                    .get(&target)
+                    .and_then(|b| crate::decrypt::sops_mac(&target, b))
+                {
+                    self.sops_resources.insert(mac, target);
                 }
             }
         }

@@ -49,8 +49,19 @@ fn tree(overlay: &str) -> Tree {
     write("base/app.env", &format!("API_TOKEN={CANARY_ENV}\nMODE=strict\n"));
     write("base/key.bin", CANARY_KEY);
     write("overlays/prod/kustomization.yaml", overlay);
+    write(
+        "overlays/prod/db-patch.sops.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: patched\n",
+    );
     let repo = root.join("repo");
-    lockstep_tests::sops_encrypt(&[&repo.join("base/db.sops.yaml")], &key.recipient, root);
+    lockstep_tests::sops_encrypt(
+        &[
+            &repo.join("base/db.sops.yaml"),
+            &repo.join("overlays/prod/db-patch.sops.yaml"),
+        ],
+        &key.recipient,
+        root,
+    );
     lockstep_tests::sops_encrypt_all(
         &[&repo.join("base/app.env"), &repo.join("base/key.bin")],
         &key.recipient,
@@ -64,6 +75,7 @@ fn tree(overlay: &str) -> Tree {
         "base/app.env",
         "base/key.bin",
         "overlays/prod/kustomization.yaml",
+        "overlays/prod/db-patch.sops.yaml",
     ] {
         files.insert(f.to_owned(), std::fs::read(repo.join(f)).unwrap());
     }
@@ -230,6 +242,21 @@ fn an_encrypted_value_moved_to_another_key_is_refused() {
     assert!(
         e.starts_with("base/db.sops.yaml: `stringData.admin`: an encrypted value was moved here from `stringData.password`"),
         "{e}"
+    );
+}
+
+#[test]
+fn an_encrypted_patch_is_refused() {
+    // Its values could not be checked against any resource file: the merged `sops` block is
+    // the patch's.
+    let t = tree(&format!("{OVERLAY}patches:\n- path: db-patch.sops.yaml\n"));
+    let e = build(&helper(), &t.files, "overlays/prod")
+        .unwrap_err()
+        .to_string();
+    assert_no_canary(&e);
+    assert_eq!(
+        e,
+        "Secret prod-db (kustomize build overlays/prod): Secret prod-db carries a `sops` block that is none of the build's SOPS resources (SOPS-encrypted patches are not supported: their values could not be verified)"
     );
 }
 

@@ -223,7 +223,14 @@ impl Renderer for Render {
                 }
                 Unit::Kustomization { dir } => {
                     self.builds.fetch_add(1, Ordering::Relaxed);
+                    let (started, before) = (std::time::Instant::now(), out.len());
                     kustomize::build(self.kustomize.as_ref(), files, &dir, &mut out)?;
+                    tracing::debug!(
+                        dir = %dir,
+                        objects = out.len() - before,
+                        ms = started.elapsed().as_millis() as u64,
+                        "kustomize build"
+                    );
                 }
             }
         }

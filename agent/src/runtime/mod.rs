@@ -223,6 +223,7 @@ fn kustomize_helper(args: &Args) -> Result<Option<lockstep_kustomize::Helper>, E
                 program,
                 timeout,
                 max_output: args.render_max_output,
+                origins: false,
             }
         }),
     )

@@ -193,11 +193,13 @@ pub async fn render(
     rev: std::sync::Arc<source::Revision>,
 ) -> Result<std::sync::Arc<Vec<Document>>, Error> {
     let (render, owner) = (cfg.render.clone(), cfg.owner.clone());
-    Ok(
-        tokio::task::spawn_blocking(move || render.cached(&owner, &rev.commit, &rev.files, &rev.path))
-            .await
-            .map_err(|e| render::Error::Task(e.to_string()))??,
-    )
+    let span = tracing::Span::current();
+    Ok(tokio::task::spawn_blocking(move || {
+        let _in_reconcile = span.enter();
+        render.cached(&owner, &rev.commit, &rev.files, &rev.path)
+    })
+    .await
+    .map_err(|e| render::Error::Task(e.to_string()))??)
 }
 
 /// The manifests of a fetched revision: its files rendered ([`render`]), then decrypted, and
