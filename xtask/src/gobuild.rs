@@ -206,23 +206,53 @@ pub fn flux(cache: &Path, kustomize: &str, source: &str) -> Result<()> {
     link(&out.join("crds"), &cache.join("flux-crds"))
 }
 
-/// Lockstep's kustomize helper (`agent/kustomize/helper`), built from its committed `go.mod`
-/// and `go.sum` (`-mod=readonly`: a dependency missing from go.sum fails the build instead of
-/// being resolved anew), static (`CGO_ENABLED=0`), into
-/// `<cache>/lockstep-kustomize-<api version>-<digest of its sources>/`.
-pub fn kustomize_helper(cache: &Path, root: &Path, api_version: &str) -> Result<()> {
-    let src = root.join("agent/kustomize/helper");
+/// One of Lockstep's Go helpers (`agent/<dir>/helper`: `lockstep-kustomize`, `lockstep-helm`),
+/// built from its committed `go.mod` and `go.sum` (`-mod=readonly`: a dependency missing from
+/// go.sum fails the build instead of being resolved anew), static (`CGO_ENABLED=0`), into
+/// `<cache>/<name>-<version>-<digest of its sources>/`, with `ldflags` beside `-s -w`.
+pub struct GoHelper<'a> {
+    /// The binary's name.
+    pub name: &'a str,
+    /// Its source directory, workspace-relative.
+    pub dir: &'a str,
+    /// The version of the library it wraps (part of the cache key).
+    pub version: &'a str,
+    /// Extra `-ldflags`.
+    pub ldflags: &'a str,
+    /// How long a cold build takes, for the progress line.
+    pub minutes: &'a str,
+}
+
+/// Builds a [`GoHelper`] unless it is cached.
+pub fn helper(cache: &Path, root: &Path, h: &GoHelper) -> Result<()> {
+    let GoHelper {
+        name,
+        dir,
+        version,
+        ldflags,
+        minutes,
+    } = *h;
+    let src = root.join(dir);
+    let mut sources: Vec<PathBuf> = std::fs::read_dir(&src)
+        .with_context(|| format!("reading {}", src.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "go")
+                || p.file_name().is_some_and(|n| n == "go.mod" || n == "go.sum")
+        })
+        .collect();
+    sources.sort();
     let mut digest = std::hash::DefaultHasher::new();
-    for f in ["main.go", "go.mod", "go.sum"] {
-        let bytes =
-            std::fs::read(src.join(f)).with_context(|| format!("reading {}", src.join(f).display()))?;
-        std::hash::Hash::hash(&(f, bytes), &mut digest);
+    for f in &sources {
+        let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+        std::hash::Hash::hash(&(f.file_name(), bytes), &mut digest);
     }
+    std::hash::Hash::hash(ldflags, &mut digest);
     let out = cache.join(format!(
-        "lockstep-kustomize-{api_version}-{:016x}",
+        "{name}-{version}-{:016x}",
         std::hash::Hasher::finish(&digest)
     ));
-    let exe = out.join("lockstep-kustomize");
+    let exe = out.join(name);
     if exe.is_file() {
         eprintln!("    cached in {}", out.display());
     } else {
@@ -232,11 +262,13 @@ pub fn kustomize_helper(cache: &Path, root: &Path, api_version: &str) -> Result<
         build
             .current_dir(&src)
             .env("CGO_ENABLED", "0")
-            .args(["build", "-trimpath", "-ldflags", "-s -w", "-o"])
+            .args(["build", "-trimpath", "-ldflags"])
+            .arg(format!("-s -w {ldflags}"))
+            .arg("-o")
             .arg(&exe)
             .arg(".");
         go_env(&mut build).env("GOFLAGS", "-buildvcs=false -mod=readonly");
-        heartbeat("building lockstep-kustomize (about a minute on 2 cores)", || {
+        heartbeat(&format!("building {name} ({minutes} on 2 cores)"), || {
             let out = build.output().context("could not run go")?;
             if !out.status.success() {
                 bail!(
@@ -247,7 +279,24 @@ pub fn kustomize_helper(cache: &Path, root: &Path, api_version: &str) -> Result<
             Ok(())
         })?;
     }
-    link(&exe, &cache.join("bin/lockstep-kustomize"))
+    link(&exe, &cache.join("bin").join(name))
+}
+
+/// The `helm` CLI (`go install`, its version stamped as the release's Makefile stamps it), the
+/// oracle the chart conformance tests compare the helper's renders with.
+pub fn helm_cli(cache: &Path, version: &str) -> Result<()> {
+    let out = cache.join(format!("helm-{version}"));
+    if out.join("helm").is_file() {
+        eprintln!("    cached in {}", out.display());
+    } else {
+        go_install(
+            &out,
+            &format!("-s -w -X helm.sh/helm/v4/internal/version.version={version}"),
+            &[format!("helm.sh/helm/v4/cmd/helm@{version}")],
+            "helm (about 3 minutes on 2 cores)",
+        )?;
+    }
+    link(&out.join("helm"), &cache.join("bin/helm"))
 }
 
 /// The `kustomize` CLI (`go install`; the module has no replaces), the oracle the conformance

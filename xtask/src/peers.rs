@@ -25,6 +25,10 @@ pub const KUSTOMIZE_API_VERSION: &str = "v0.21.2";
 /// See [`KUSTOMIZE_API_VERSION`].
 pub const KUSTOMIZE_CLI_VERSION: &str = "v5.8.2";
 
+/// Helm's Go library in Lockstep's chart helper (`agent/helm/helper/go.mod` pins the same), and
+/// the `helm` CLI of that release (the chart conformance tests' oracle).
+pub const HELM_VERSION: &str = "v4.3.2";
+
 /// Flux's kustomize-controller, the peer of the reconcile benchmark (the newest release whose
 /// dependencies the module proxy serves on Go 1.26).
 pub const FLUX_KUSTOMIZE_CONTROLLER_VERSION: &str = "v1.9.6";
@@ -131,8 +135,40 @@ pub fn setup(cache: &Path, root: &Path) -> Result<()> {
     )?;
     step(
         &format!("lockstep-kustomize (kustomize api {KUSTOMIZE_API_VERSION}, agent/kustomize/helper)"),
-        || crate::gobuild::kustomize_helper(cache, root, KUSTOMIZE_API_VERSION),
+        || {
+            crate::gobuild::helper(
+                cache,
+                root,
+                &crate::gobuild::GoHelper {
+                    name: "lockstep-kustomize",
+                    dir: "agent/kustomize/helper",
+                    version: KUSTOMIZE_API_VERSION,
+                    ldflags: "",
+                    minutes: "about a minute",
+                },
+            )
+        },
     )?;
+    step(
+        &format!("lockstep-helm (helm {HELM_VERSION}, agent/helm/helper)"),
+        || {
+            crate::gobuild::helper(
+                cache,
+                root,
+                &crate::gobuild::GoHelper {
+                    name: "lockstep-helm",
+                    dir: "agent/helm/helper",
+                    version: HELM_VERSION,
+                    // What `.Capabilities.HelmVersion` says, as in the release's own build.
+                    ldflags: &format!("-X helm.sh/helm/v4/internal/version.version={HELM_VERSION}"),
+                    minutes: "about 3 minutes",
+                },
+            )
+        },
+    )?;
+    step(&format!("helm {HELM_VERSION} (Go module proxy)"), || {
+        crate::gobuild::helm_cli(cache, HELM_VERSION)
+    })?;
     step(
         &format!("kustomize {KUSTOMIZE_CLI_VERSION} (Go module proxy)"),
         || crate::gobuild::kustomize_cli(cache, KUSTOMIZE_CLI_VERSION),
