@@ -35,7 +35,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 pub use bootstrap::{Bootstrap, bootstrap};
 pub use differ::Differ;
@@ -436,6 +436,15 @@ async fn reconcile(s: Arc<Sync>, ctx: Arc<Context>) -> Result<Action, Error> {
         {
             return follow_health(&s, &ctx, &api, &status, wait).await;
         }
+        // The cache may not hold the status written last yet (a reconcile requested while the
+        // previous one ran starts at once): read it fresh, so that no attempt's history is lost.
+        let status = match api.get_status(&name).await {
+            Ok(fresh) => fresh.status.unwrap_or_default(),
+            Err(e) => {
+                debug!(error = %e, "reading the status; using the cached one");
+                status
+            }
+        };
         let started = std::time::Instant::now();
         let (result, attempted) = run_sync(&s, &ctx, &drifted, interval).await;
         let (health, corrected) = after_sync(&s, &ctx, &owner, &result, drifted.clone()).await;
