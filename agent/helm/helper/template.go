@@ -53,6 +53,8 @@ type helmRequest struct {
 // helmValues is one values source: a YAML document (a file of the archive), optionally merged
 // at TargetPath (Flux's valuesFrom targetPath), or a `--set`-style expression.
 type helmValues struct {
+	// Name is how errors name the document (its file in the repository, a Secret).
+	Name       string `json:"name,omitempty"`
 	File       string `json:"file,omitempty"`
 	TargetPath string `json:"targetPath,omitempty"`
 	Set        string `json:"set,omitempty"`
@@ -246,22 +248,26 @@ func (f fakeInfo) Sys() any           { return nil }
 func mergeValues(files map[string][]byte, sources []helmValues) (map[string]any, error) {
 	base := map[string]any{}
 	for i, v := range sources {
+		name := v.Name
+		if name == "" {
+			name = v.File
+		}
 		switch {
 		case v.File != "":
 			data, ok := files[v.File]
 			if !ok {
-				return nil, fmt.Errorf("values %d: %s is missing", i, v.File)
+				return nil, fmt.Errorf("values %d: %s is missing from the request", i, v.File)
 			}
 			if v.TargetPath != "" {
 				// Flux: the whole value, as a string, at targetPath.
 				if err := strvals.ParseIntoString(v.TargetPath+"="+string(data), base); err != nil {
-					return nil, fmt.Errorf("targetPath %q: %w", v.TargetPath, err)
+					return nil, fmt.Errorf("%s: targetPath %q: %w", name, v.TargetPath, err)
 				}
 				continue
 			}
 			current := map[string]any{}
 			if err := yaml.Unmarshal(data, &current); err != nil {
-				return nil, fmt.Errorf("%s: %w", v.File, err)
+				return nil, fmt.Errorf("%s: %w", name, err)
 			}
 			base = chartloader.MergeMaps(base, current)
 		case v.Set != "":

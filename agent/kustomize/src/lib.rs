@@ -12,13 +12,15 @@
 //! * [`units`]: which directories are kustomize builds and which files are plain manifests
 //!   (Flux's rule); [`plain`] reads the plain ones.
 //! * [`scan`]: the refusals, before any process starts.
-//! * [`helper`]: the process, its input and its limits.
+//! * [`helper`]: the build's process, its input and its limits ([`process`]: how both of
+//!   Lockstep's Go helpers are run).
 //! * [`decrypt`]: SOPS after the build.
 
 pub mod decrypt;
 pub mod helper;
 pub mod paths;
 pub mod plain;
+pub mod process;
 pub mod scan;
 
 use std::collections::BTreeMap;
