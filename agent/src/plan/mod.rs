@@ -1,7 +1,9 @@
 //! Plan (pure, no I/O): the identity and inventory hash of every desired object, the step
-//! (stage, wave) that applies it and whether it changed since the last sync ([`mod@steps`]), and
-//! what leaves Git and may be pruned within the budget ([`prune`]).
+//! (stage, wave) that applies it and whether it changed since the last sync ([`mod@steps`]),
+//! what leaves Git and may be pruned within the budget ([`prune`]), and which objects are hooks
+//! ([`hooks`]).
 
+pub mod hooks;
 pub mod prune;
 pub mod steps;
 
@@ -27,6 +29,18 @@ pub enum Error {
         annotation: &'static str,
         /// Its value.
         value: String,
+    },
+    /// A hook annotation has a value Lockstep (and Argo CD or Helm) does not know.
+    #[error("{origin}: metadata.annotations[{annotation}]: {value:?} is not one of {expected}")]
+    Hook {
+        /// File and document.
+        origin: String,
+        /// The annotation.
+        annotation: &'static str,
+        /// Its value.
+        value: String,
+        /// The values it may have.
+        expected: String,
     },
     /// Secret material came without the digest of its encrypted source.
     #[error("{origin}: secret material without a source digest")]
