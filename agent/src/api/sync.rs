@@ -204,7 +204,7 @@ pub struct GitRef {
     /// A tag.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
-    /// A semver range over tags.
+    /// A semver range over tags, as Flux reads `ref.semver` (`>=1.2 <2`, `1.2.x`, `~1.4`, `||`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub semver: Option<String>,
     /// A commit id.

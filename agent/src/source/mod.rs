@@ -6,8 +6,10 @@
 //! CA, receive the pack ([`refs::refspec`] decides what to ask for), resolve the reference
 //! ([`refs::pick_semver`] for a range), and read the tree under the path.
 
+pub mod chart_index;
 pub mod credentials;
 pub mod refs;
+pub mod semver_range;
 pub mod ssh;
 
 use std::collections::BTreeMap;

@@ -73,16 +73,17 @@ pub enum SemverError {
     },
 }
 
-/// The highest of `tags` (short names, `v1.2.3` or `1.2.3`) within `range`; tags that are not
-/// versions are ignored, and so are pre-releases unless the range names one (semver's rule).
+/// The highest of `tags` (short names, `v1.2.3` or `1.2.3`) within `range`, read as Flux reads
+/// `ref.semver` ([`super::semver_range`]); tags that are not versions are ignored, and so are
+/// pre-releases unless the range names one.
 pub fn pick_semver<'a>(range: &str, tags: impl IntoIterator<Item = &'a str>) -> Result<&'a str, SemverError> {
-    let req = semver::VersionReq::parse(range).map_err(|e| SemverError::Invalid {
+    let req = super::semver_range::Range::parse(range).map_err(|reason| SemverError::Invalid {
         range: range.to_owned(),
-        reason: e.to_string(),
+        reason,
     })?;
     tags.into_iter()
         .filter_map(|name| {
-            let v = semver::Version::parse(name.strip_prefix('v').unwrap_or(name)).ok()?;
+            let v = super::semver_range::version(name)?;
             req.matches(&v).then_some((v, name))
         })
         .max_by(|a, b| a.0.cmp(&b.0))
@@ -126,6 +127,9 @@ mod tests {
         assert_eq!(pick_semver(">=1.2, <2", tags).unwrap(), "v1.10.0");
         assert_eq!(pick_semver("~1.3", tags).unwrap(), "1.3.0");
         assert_eq!(pick_semver("*", tags).unwrap(), "v2.0.0");
+        // As Flux reads it: a bare version is exact, `||` and hyphen ranges work.
+        assert_eq!(pick_semver("1.3.0", tags).unwrap(), "1.3.0");
+        assert_eq!(pick_semver("1.2 - 1.3 || >=3", tags).unwrap(), "1.3.0");
         // Pre-releases only when the range asks for them.
         assert_eq!(pick_semver(">=1.11.0-rc.0, <2", tags).unwrap(), "v1.11.0-rc.1");
         assert_eq!(
