@@ -206,6 +206,42 @@ pub struct Request {
     pub values: Vec<Values>,
     /// Flux's `postRenderers[].kustomize` objects (patches, images), run in order.
     pub post_renderers: Vec<Json>,
+    /// Values that must never reach a message (those of SOPS files and Secrets): replaced by
+    /// `<redacted>` in whatever Helm says (a chart's `fail` or `required` may print a value).
+    pub redact: Vec<Zeroizing<String>>,
+}
+
+/// The strings of a values tree worth redacting ([`Request::redact`]): every leaf of four
+/// characters or more (shorter ones would blank out ordinary words of a message).
+pub fn secret_strings(values: &Json) -> Vec<Zeroizing<String>> {
+    let mut out = Vec::new();
+    let mut stack = vec![values];
+    while let Some(v) = stack.pop() {
+        match v {
+            Json::String(s) if s.chars().count() >= 4 => out.push(Zeroizing::new(s.clone())),
+            Json::Array(a) => stack.extend(a),
+            Json::Object(o) => stack.extend(o.values()),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `message` with every string of `secrets` replaced by `<redacted>`, longest first.
+fn redacted(message: String, secrets: &[Zeroizing<String>]) -> String {
+    let mut order: Vec<&str> = secrets
+        .iter()
+        .map(|s| s.as_str())
+        .filter(|s| !s.is_empty())
+        .collect();
+    order.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    let mut m = Zeroizing::new(message);
+    for s in order {
+        if m.contains(s) {
+            m = Zeroizing::new(m.replace(s, "<redacted>"));
+        }
+    }
+    m.to_string()
 }
 
 /// A rendered object.
@@ -285,14 +321,14 @@ pub fn template(helper: &Helper, chart: Chart<'_>, req: &Request) -> Result<Vec<
         Some(1) => {
             return Err(Error::Chart {
                 chart: label,
-                message: done.stderr,
+                message: redacted(done.stderr, &req.redact),
             });
         }
         _ => {
             return Err(Error::Crashed {
                 chart: label,
                 status: done.status,
-                message: done.stderr,
+                message: redacted(done.stderr, &req.redact),
             });
         }
     }
@@ -470,6 +506,17 @@ mod tests {
         assert_eq!(
             r["values"],
             serde_json::json!([{ "name": "values.yaml", "file": "values/0" }, { "set": "b=2" }])
+        );
+    }
+
+    #[test]
+    fn secret_values_are_redacted_from_messages() {
+        let values = serde_json::json!({ "db": { "password": "hunter2-long", "port": 5432, "user": "app" }, "keys": ["k-0001"] });
+        let secrets = secret_strings(&values);
+        assert_eq!(secrets.len(), 2, "`app` is too short to redact");
+        assert_eq!(
+            redacted("bad password hunter2-long for key k-0001 (app)".into(), &secrets),
+            "bad password <redacted> for key <redacted> (app)"
         );
     }
 

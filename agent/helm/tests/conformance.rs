@@ -267,6 +267,33 @@ fn a_template_error_names_the_chart_template_and_line_in_helms_words() {
 }
 
 #[test]
+fn a_secret_value_a_chart_prints_in_its_error_is_redacted() {
+    const CANARY: &str = "CANARY-helm-password-5d1e";
+    let files = repository();
+    let values = format!("password: {CANARY}\nmissing: {{key: present}}\n");
+    let secret: Json = serde_json::json!({ "password": CANARY });
+    let req = Request {
+        release_name: "x".into(),
+        namespace: "default".into(),
+        values: vec![doc("secrets.yaml", &values)],
+        redact: lockstep_helm::secret_strings(&secret),
+        ..Request::default()
+    };
+    let e = template(
+        &helper(),
+        Chart::Directory {
+            files: &files,
+            dir: "failing",
+        },
+        &req,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(!e.contains(CANARY), "{e}");
+    assert!(e.contains("the password <redacted> is too weak"), "{e}");
+}
+
+#[test]
 fn a_kustomize_post_renderer_patches_every_object_hooks_included() {
     let files = repository();
     let req = Request {
