@@ -288,11 +288,18 @@ pub fn git_http_with_auth(root: &std::path::Path, authorization: Option<&str>) -
 /// [`git_http_with_auth`] over HTTPS, with a fresh self-signed certificate for `127.0.0.1`;
 /// returns the service (its `url` is `https://`) and the certificate (PEM) to trust.
 pub fn git_https_with_auth(root: &std::path::Path, authorization: Option<&str>) -> Result<(Service, String)> {
+    let (ca, cert, key) = test_pki()?;
+    let svc = git_server(root, authorization, Some((&cert, &key)))?;
+    Ok((svc, ca))
+}
+
+/// A fresh CA and a certificate it signed for `127.0.0.1` and `localhost`: (CA PEM, leaf PEM,
+/// leaf key PEM).
+fn test_pki() -> Result<(String, String, String)> {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
     let pki = || -> std::result::Result<(String, String, String), rcgen::Error> {
         let mut ca = CertificateParams::new(Vec::<String>::new())?;
-        ca.distinguished_name
-            .push(DnType::CommonName, "lockstep-test-git-ca");
+        ca.distinguished_name.push(DnType::CommonName, "lockstep-test-ca");
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
         let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?;
@@ -300,8 +307,59 @@ pub fn git_https_with_auth(root: &std::path::Path, authorization: Option<&str>) 
         let cert = leaf.signed_by(&key, &ca)?;
         Ok((ca.pem(), cert.pem(), key.serialize_pem()))
     };
-    let (ca, cert, key) = pki().map_err(|e| HarnessError::Kube(format!("a TLS certificate: {e}")))?;
-    let svc = git_server(root, authorization, Some((&cert, &key)))?;
+    pki().map_err(|e| HarnessError::Kube(format!("a TLS certificate: {e}")))
+}
+
+/// A static file server over HTTPS (a Helm chart repository: `index.yaml` and archives, as
+/// `helm repo index` writes them) serving `root`, refusing (401) every request whose
+/// `Authorization` header is not exactly `authorization`; returns the service (its `url` is
+/// `https://127.0.0.1:<port>`) and the CA certificate (PEM) to trust.
+pub fn static_https_with_auth(
+    root: &std::path::Path,
+    authorization: Option<&str>,
+) -> Result<(Service, String)> {
+    let (ca, cert, key) = test_pki()?;
+    let port = free_port()?;
+    let dir = io(
+        "creating a service directory",
+        tempfile::Builder::new().prefix("lockstep-static-").tempdir(),
+    )?;
+    const SERVER: &str = r#"
+import functools, http.server, os, ssl, sys, warnings
+warnings.simplefilter("ignore")
+WANT = os.environ.get("LOCKSTEP_AUTHORIZATION")
+class H(http.server.SimpleHTTPRequestHandler):
+    def do_GET(self):
+        if WANT and self.headers.get("Authorization") != WANT:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="charts"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        super().do_GET()
+    def log_message(self, *args):
+        sys.stderr.write("%s %s\n" % (self.command, self.path))
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), functools.partial(H, directory=sys.argv[4]))
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print("ready", flush=True)
+srv.serve_forever()
+"#;
+    let (c, k) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    io("writing the TLS certificate", std::fs::write(&c, &cert))?;
+    io("writing the TLS key", std::fs::write(&k, &key))?;
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", SERVER, &port.to_string()])
+        .arg(&c)
+        .arg(&k)
+        .arg(root);
+    if let Some(a) = authorization {
+        cmd.env("LOCKSTEP_AUTHORIZATION", a);
+    }
+    let mut svc = start("chart-repository", cmd, port, "", "")?;
+    svc.url = format!("https://127.0.0.1:{port}");
+    svc._dir = dir;
     Ok((svc, ca))
 }
 

@@ -7,6 +7,7 @@
 //! ([`refs::pick_semver`] for a range), and read the tree under the path.
 
 pub mod chart_index;
+pub mod charts;
 pub mod credentials;
 pub mod refs;
 pub mod semver_range;

@@ -11,6 +11,7 @@
 mod fixtures;
 
 mod bad_input;
+mod charts;
 mod crds;
 mod demo;
 mod depends_on;
