@@ -13,6 +13,8 @@
 //! by map, `--set` expressions by strvals, Flux's `targetPath`). Plaintext values reach the
 //! helper only over its stdin, never a file.
 
+pub mod deps;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -87,6 +89,16 @@ pub enum Error {
         /// The parse error, naming the template.
         #[source]
         source: lockstep_formats::Error,
+    },
+    /// A dependency of the chart cannot be had.
+    #[error("chart {chart}: dependency {name}: {message}")]
+    Dependency {
+        /// The chart.
+        chart: String,
+        /// The dependency.
+        name: String,
+        /// What is wrong.
+        message: String,
     },
     /// A rendered object is not what it must be.
     #[error("chart {chart}: {source_file}: {message}")]
@@ -281,7 +293,7 @@ struct OutputObject {
 /// Renders `chart` with `req`, as `helm template` would.
 pub fn template(helper: &Helper, chart: Chart<'_>, req: &Request) -> Result<Vec<Rendered>> {
     let label = chart.label();
-    let (request, entries) = request(chart, req);
+    let (request, entries) = request(chart, req)?;
     let limits = Limits {
         timeout: helper.timeout,
         max_output: helper.max_output,
@@ -353,20 +365,30 @@ pub fn template(helper: &Helper, chart: Chart<'_>, req: &Request) -> Result<Vec<
 type Entries<'a> = Vec<(String, &'a [u8])>;
 
 /// `request.json` and the archive's other entries.
-fn request<'a>(chart: Chart<'a>, req: &'a Request) -> (Zeroizing<Vec<u8>>, Entries<'a>) {
+fn request<'a>(chart: Chart<'a>, req: &'a Request) -> Result<(Zeroizing<Vec<u8>>, Entries<'a>)> {
     let mut entries: Vec<(String, &[u8])> = Vec::new();
     let chart_entry = match chart {
         Chart::Directory { files, dir } => {
-            let prefix = if dir.is_empty() {
-                String::new()
-            } else {
-                format!("{dir}/")
-            };
-            for (path, bytes) in files.range(prefix.clone()..) {
-                let Some(rel) = path.strip_prefix(&prefix) else {
-                    break;
-                };
-                entries.push((format!("chart/{rel}"), bytes.as_slice()));
+            add_dir(&mut entries, files, dir, "chart");
+            // `file://` dependencies of the repository go under charts/, as `helm dependency
+            // build` copies them; vendored ones are there already.
+            for (dep, place) in deps::dependencies(files, dir)? {
+                match place {
+                    deps::Place::Vendored => {}
+                    deps::Place::Local(path) => {
+                        add_dir(&mut entries, files, &path, &format!("chart/charts/{}", dep.name));
+                    }
+                    deps::Place::Remote => {
+                        return Err(Error::Dependency {
+                            chart: chart.label(),
+                            name: dep.name,
+                            message: format!(
+                                "{} {} is not under charts/ (vendor it: `helm dependency build`)",
+                                dep.repository, dep.version
+                            ),
+                        });
+                    }
+                }
             }
             "chart"
         }
@@ -413,7 +435,22 @@ fn request<'a>(chart: Chart<'a>, req: &'a Request) -> (Zeroizing<Vec<u8>>, Entri
     }
     // `--set` expressions may hold secrets: the request is wiped too.
     let bytes = Zeroizing::new(serde_json::to_vec(&r).unwrap_or_default());
-    (bytes, entries)
+    Ok((bytes, entries))
+}
+
+/// The files under `dir` of `files`, as entries under `under`.
+fn add_dir<'a>(entries: &mut Entries<'a>, files: &'a BTreeMap<String, Vec<u8>>, dir: &str, under: &str) {
+    let prefix = if dir.is_empty() {
+        String::new()
+    } else {
+        format!("{dir}/")
+    };
+    for (path, bytes) in files.range(prefix.clone()..) {
+        let Some(rel) = path.strip_prefix(&prefix) else {
+            break;
+        };
+        entries.push((format!("{under}/{rel}"), bytes.as_slice()));
+    }
 }
 
 /// The objects of one rendered document (a template may hold several, or none).
@@ -498,7 +535,8 @@ mod tests {
                 dir: "charts/web",
             },
             &req,
-        );
+        )
+        .unwrap();
         let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["chart/Chart.yaml", "chart/templates/a.yaml", "values/0"]);
         let r: Json = serde_json::from_slice(&json).unwrap();

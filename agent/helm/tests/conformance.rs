@@ -191,6 +191,53 @@ fn values_files_set_expressions_and_capabilities_render_as_helm_template_renders
 }
 
 #[test]
+fn a_file_dependency_of_the_repository_renders_as_after_helm_dependency_build() {
+    let files = repository();
+    let dir = tempfile::tempdir().unwrap();
+    let copy = |from: &str| {
+        let out = Command::new("cp")
+            .args(["-r", charts().join(from).to_str().unwrap()])
+            .arg(dir.path().join(from))
+            .output()
+            .unwrap();
+        lockstep_tests::ok(out, "cp");
+    };
+    std::fs::create_dir_all(dir.path().join("libs")).unwrap();
+    copy("shop");
+    copy("libs/labels");
+    let shop = dir.path().join("shop");
+    let out = Command::new(lockstep_tests::peer("helm"))
+        .args(["dependency", "build", shop.to_str().unwrap()])
+        .env("HELM_CACHE_HOME", dir.path().join("cache"))
+        .env("HELM_CONFIG_HOME", dir.path().join("config"))
+        .output()
+        .unwrap();
+    lockstep_tests::ok(out, "helm dependency build");
+    let theirs = cli(&["x", shop.to_str().unwrap()]);
+    let req = Request {
+        release_name: "x".into(),
+        namespace: "default".into(),
+        ..Request::default()
+    };
+    let mut ours = Objects::new();
+    for r in template(
+        &helper(),
+        Chart::Directory {
+            files: &files,
+            dir: "shop",
+        },
+        &req,
+    )
+    .unwrap()
+    {
+        let o: Json = (*r.object).clone();
+        ours.insert(key(&o), o);
+    }
+    assert_same(&ours, &theirs);
+    assert_eq!(ours.len(), 2, "the chart's and its dependency's");
+}
+
+#[test]
 fn a_packaged_chart_renders_as_its_directory() {
     let files = repository();
     let dir = tempfile::tempdir().unwrap();
