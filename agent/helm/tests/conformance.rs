@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use lockstep_helm::{Chart, Helper, Request, Values, template};
+use lockstep_helm::{Chart, Helper, Rendered, Request, Values, template};
 use serde_json::Value as Json;
 use zeroize::Zeroizing;
 
@@ -21,6 +21,24 @@ fn charts() -> PathBuf {
 
 fn helper() -> Helper {
     Helper::new(lockstep_tests::peer("lockstep-helm"))
+}
+
+/// The chart at `dir` of the test repository, rendered.
+fn render(
+    files: &BTreeMap<String, Vec<u8>>,
+    dir: &str,
+    req: &Request,
+) -> lockstep_helm::Result<Vec<Rendered>> {
+    template(&helper(), Chart::Directory { files, dir }, req)
+}
+
+/// A request for release `name` in `default`, nothing else set.
+fn release(name: &str) -> Request {
+    Request {
+        release_name: name.into(),
+        namespace: "default".into(),
+        ..Request::default()
+    }
 }
 
 /// The files under `dir`, keyed by their path relative to `root`.
@@ -107,11 +125,7 @@ fn the_defaults_render_as_helm_template_renders_them() {
         files: &files,
         dir: "web",
     };
-    let req = Request {
-        release_name: "web".into(),
-        namespace: "default".into(),
-        ..Request::default()
-    };
+    let req = release("web");
     let web = charts().join("web");
     let theirs = cli(&["web", web.to_str().unwrap(), "--namespace", "default"]);
     let ours = ours(chart, &req);
@@ -214,22 +228,9 @@ fn a_file_dependency_of_the_repository_renders_as_after_helm_dependency_build() 
         .unwrap();
     lockstep_tests::ok(out, "helm dependency build");
     let theirs = cli(&["x", shop.to_str().unwrap()]);
-    let req = Request {
-        release_name: "x".into(),
-        namespace: "default".into(),
-        ..Request::default()
-    };
+    let req = release("x");
     let mut ours = Objects::new();
-    for r in template(
-        &helper(),
-        Chart::Directory {
-            files: &files,
-            dir: "shop",
-        },
-        &req,
-    )
-    .unwrap()
-    {
+    for r in render(&files, "shop", &req).unwrap() {
         let o: Json = (*r.object).clone();
         ours.insert(key(&o), o);
     }
@@ -248,11 +249,7 @@ fn a_packaged_chart_renders_as_its_directory() {
         .unwrap();
     lockstep_tests::ok(out, "helm package");
     let tgz = std::fs::read(dir.path().join("web-1.2.3.tgz")).unwrap();
-    let req = Request {
-        release_name: "web".into(),
-        namespace: "default".into(),
-        ..Request::default()
-    };
+    let req = release("web");
     assert_same(
         &ours(
             Chart::Archive {
@@ -274,32 +271,16 @@ fn a_packaged_chart_renders_as_its_directory() {
 #[test]
 fn a_template_error_names_the_chart_template_and_line_in_helms_words() {
     let files = repository();
-    let req = Request {
-        release_name: "x".into(),
-        namespace: "default".into(),
-        ..Request::default()
-    };
-    let e = template(
-        &helper(),
-        Chart::Directory {
-            files: &files,
-            dir: "failing",
-        },
-        &req,
-    )
-    .unwrap_err()
-    .to_string();
+    let req = release("x");
+    let e = render(&files, "failing", &req).unwrap_err().to_string();
     assert!(
         e.starts_with("chart failing: helm: failing/templates/cm.yaml:6:17"),
         "{e}"
     );
     assert!(e.contains("nil pointer evaluating interface {}.key"), "{e}");
-    let bad = template(
-        &helper(),
-        Chart::Directory {
-            files: &files,
-            dir: "web",
-        },
+    let bad = render(
+        &files,
+        "web",
         &Request {
             values: vec![doc("values/prod.yaml", "replicaCount: [unclosed\n")],
             ..req
@@ -320,22 +301,11 @@ fn a_secret_value_a_chart_prints_in_its_error_is_redacted() {
     let values = format!("password: {CANARY}\nmissing: {{key: present}}\n");
     let secret: Json = serde_json::json!({ "password": CANARY });
     let req = Request {
-        release_name: "x".into(),
-        namespace: "default".into(),
         values: vec![doc("secrets.yaml", &values)],
         redact: lockstep_helm::secret_strings(&secret),
-        ..Request::default()
+        ..release("x")
     };
-    let e = template(
-        &helper(),
-        Chart::Directory {
-            files: &files,
-            dir: "failing",
-        },
-        &req,
-    )
-    .unwrap_err()
-    .to_string();
+    let e = render(&files, "failing", &req).unwrap_err().to_string();
     assert!(!e.contains(CANARY), "{e}");
     assert!(e.contains("the password <redacted> is too weak"), "{e}");
 }
@@ -344,8 +314,6 @@ fn a_secret_value_a_chart_prints_in_its_error_is_redacted() {
 fn a_kustomize_post_renderer_patches_every_object_hooks_included() {
     let files = repository();
     let req = Request {
-        release_name: "web".into(),
-        namespace: "default".into(),
         post_renderers: vec![serde_json::json!({
             "images": [{ "name": "ghcr.io/example/web", "newTag": "patched" }],
             "patches": [{
@@ -353,17 +321,9 @@ fn a_kustomize_post_renderer_patches_every_object_hooks_included() {
                 "patch": "- op: add\n  path: /metadata/labels\n  value: {post-rendered: \"yes\"}\n"
             }]
         })],
-        ..Request::default()
+        ..release("web")
     };
-    let rendered = template(
-        &helper(),
-        Chart::Directory {
-            files: &files,
-            dir: "web",
-        },
-        &req,
-    )
-    .unwrap();
+    let rendered = render(&files, "web", &req).unwrap();
     let find = |kind: &str, name: &str| {
         rendered
             .iter()

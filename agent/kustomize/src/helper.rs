@@ -77,7 +77,7 @@ impl Helper {
                 files.iter().map(|(p, b)| (p.as_str(), b.as_slice())),
             );
         };
-        let done = match process::run(&self.program, &args, limits, feed) {
+        let mut done = match process::run(&self.program, &args, limits, feed) {
             Ok(done) => done,
             Err(Failure::Io(e)) => return Err(io(e)),
             Err(Failure::Timeout) => {
@@ -94,7 +94,8 @@ impl Helper {
             }
         };
         match done.code {
-            Some(0) => Ok(done.stdout.to_vec()),
+            // Moved out, not copied: it is ciphertext only, and may be tens of MiB.
+            Some(0) => Ok(std::mem::take(&mut *done.stdout)),
             Some(1) => Err(Error::Build {
                 kustomization: crate::paths::kustomization_file(files, dir)
                     .unwrap_or_else(|| crate::paths::child(dir, "kustomization.yaml")),

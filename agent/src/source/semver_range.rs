@@ -43,7 +43,8 @@ pub fn version(text: &str) -> Option<Version> {
     Version::parse(t.strip_prefix('v').unwrap_or(t)).ok()
 }
 
-const OPERATORS: [&str; 9] = ["!=", ">=", "<=", "=<", "=>", ">", "<", "=", "~"];
+/// Every operator, two-character ones first (the order [`split_operator`] tries them in).
+const OPERATORS: [&str; 11] = ["!=", ">=", "<=", "=<", "=>", "~>", ">", "<", "=", "~", "^"];
 
 fn alternative(text: &str) -> Result<Alternative, String> {
     let words: Vec<&str> = text
@@ -64,7 +65,7 @@ fn alternative(text: &str) -> Result<Alternative, String> {
             i += 3;
             continue;
         }
-        if (OPERATORS.contains(&w) || w == "^" || w == "~>") && i + 1 < words.len() {
+        if OPERATORS.contains(&w) && i + 1 < words.len() {
             constraints.push(format!("{w}{}", words[i + 1]));
             i += 2;
             continue;
@@ -104,7 +105,7 @@ fn alternative(text: &str) -> Result<Alternative, String> {
 }
 
 fn split_operator(c: &str) -> (&str, &str) {
-    for op in ["!=", ">=", "<=", "=<", "=>", "~>", ">", "<", "=", "~", "^"] {
+    for op in OPERATORS {
         if let Some(rest) = c.strip_prefix(op) {
             return (op, rest);
         }
