@@ -1,6 +1,7 @@
 //! `lockstep build PATH`: renders a local directory exactly as the agent renders a Sync's path
-//! (the same rules and the same kustomize helper, [`lockstep_kustomize`]) and prints the
-//! objects, each under a `# Source:` comment. SOPS values are decrypted only with `--decrypt`
+//! (the same rules and the same kustomize helper, [`lockstep_kustomize`]; a chart directory,
+//! one with `Chart.yaml`, with Helm's engine, [`lockstep_helm`], and the values a Sync's
+//! `spec.helm` gives) and prints the objects, each under a `# Source:` comment. SOPS values are decrypted only with `--decrypt`
 //! (MAC verified, every `ENC[]` value checked against its file); Secret values are printed as
 //! `<redacted>` unless `--show-secrets`.
 
@@ -44,6 +45,45 @@ pub struct BuildArgs {
     /// The most a kustomize build may print, in bytes.
     #[arg(long, env = "LOCKSTEP_RENDER_MAX_OUTPUT", default_value_t = Helper::DEFAULT_MAX_OUTPUT)]
     pub render_max_output: usize,
+    /// A chart: its values, as `spec.helm`'s.
+    #[command(flatten)]
+    pub chart: ChartArgs,
+}
+
+/// How a chart directory is rendered (`spec.helm` of a Sync).
+#[derive(Args, Debug, Default)]
+pub struct ChartArgs {
+    /// A values file, relative to PATH, as `spec.helm.valuesFiles` (repeatable, merged in
+    /// order; a SOPS file needs --decrypt).
+    #[arg(short = 'f', long = "values", value_name = "FILE")]
+    pub values: Vec<String>,
+    /// `--set NAME=VALUE`, as `spec.helm.set` (repeatable, applied last).
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub set: Vec<String>,
+    /// `--set-string NAME=VALUE`, as `spec.helm.set` with `forceString`.
+    #[arg(long = "set-string", value_name = "NAME=VALUE")]
+    pub set_string: Vec<String>,
+    /// `.Release.Name` (default: the directory's name).
+    #[arg(long)]
+    pub release_name: Option<String>,
+    /// `.Release.Namespace`.
+    #[arg(long, short = 'n', default_value = "default")]
+    pub namespace: String,
+    /// `.Capabilities.KubeVersion`.
+    #[arg(long)]
+    pub kube_version: Option<String>,
+    /// Added to `.Capabilities.APIVersions` (repeatable).
+    #[arg(long = "api-versions", value_name = "GROUP/VERSION[/KIND]")]
+    pub api_versions: Vec<String>,
+    /// Leave out the chart's `crds/` (`spec.helm.includeCRDs: false`).
+    #[arg(long)]
+    pub skip_crds: bool,
+    /// Leave out `helm.sh/hook: test` objects.
+    #[arg(long)]
+    pub skip_tests: bool,
+    /// The Helm helper (`lockstep-helm`; default: beside this binary, else on PATH).
+    #[arg(long, env = "LOCKSTEP_HELM_HELPER")]
+    pub helm_helper: Option<PathBuf>,
 }
 
 /// The largest file read from the repository (the agent's YAML bound).
@@ -90,11 +130,17 @@ pub fn run(a: BuildArgs) -> Result<()> {
         max_output: a.render_max_output,
         origins: true,
     });
-    let objects = render(&files, &rel, helper.as_ref(), ids.as_ref())?;
+    let mut secrets = Vec::new();
+    let objects = if files.contains_key(&lockstep_kustomize::paths::child(&rel, "Chart.yaml")) {
+        chart(&files, &rel, &path, &a, timeout, ids.as_ref(), &mut secrets)?
+    } else {
+        render(&files, &rel, helper.as_ref(), ids.as_ref())?
+    };
     let mut text = zeroize::Zeroizing::new(String::new());
     for (origin, mut object) in objects {
         if !a.show_secrets {
             redact(&mut object);
+            redact_strings(&mut object, &secrets);
         }
         let mut doc = stores::from_json((*object).clone());
         let yaml = zeroize::Zeroizing::new(lockstep_formats::yaml::emit_documents(std::slice::from_ref(
@@ -190,6 +236,86 @@ fn render(
         }
     }
     Ok(out)
+}
+
+/// The objects of the chart directory `dir`, as a Sync's `spec.helm` renders them; the secret
+/// values (of SOPS values files) go to `redact`.
+fn chart(
+    files: &BTreeMap<String, Vec<u8>>,
+    dir: &str,
+    path: &Path,
+    a: &BuildArgs,
+    timeout: std::time::Duration,
+    ids: Option<&Identities>,
+    redact: &mut Vec<zeroize::Zeroizing<String>>,
+) -> Result<Vec<(String, SecretJson)>> {
+    use lockstep_helm::{Request, Values};
+    let c = &a.chart;
+    let program = lockstep_helm::Helper::locate(c.helm_helper.as_deref()).ok_or_else(|| {
+        CliError::Usage(format!(
+            "{}: a chart, but the Helm helper ({}) was not found (--helm-helper)",
+            lockstep_kustomize::paths::child(dir, "Chart.yaml"),
+            lockstep_helm::PROGRAM
+        ))
+    })?;
+    let helper = lockstep_helm::Helper {
+        program,
+        timeout,
+        max_output: a.render_max_output,
+    };
+    let mut values = Vec::new();
+    for f in &c.values {
+        let file = lockstep_kustomize::paths::join(dir, f)
+            .ok_or_else(|| CliError::Usage(format!("--values {f}: leaves the repository")))?;
+        let bytes = files
+            .get(&file)
+            .ok_or_else(|| CliError::Usage(format!("--values {f}: {file} is not in the repository")))?;
+        values.push(
+            lockstep_helm::values::file(&file, bytes, ids, "--decrypt was not given", redact)
+                .map_err(CliError::Chart)?,
+        );
+    }
+    values.extend(c.set.iter().cloned().map(Values::Set));
+    values.extend(c.set_string.iter().cloned().map(Values::SetString));
+    let release_name = c.release_name.clone().unwrap_or_else(|| {
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "release".into())
+    });
+    let req = Request {
+        release_name,
+        namespace: c.namespace.clone(),
+        kube_version: c.kube_version.clone(),
+        api_versions: c.api_versions.clone(),
+        include_crds: !c.skip_crds,
+        skip_tests: c.skip_tests,
+        is_upgrade: false,
+        values,
+        post_renderers: Vec::new(),
+        redact: redact.clone(),
+    };
+    let rendered = lockstep_helm::template(&helper, lockstep_helm::Chart::Directory { files, dir }, &req)
+        .map_err(CliError::Chart)?;
+    Ok(rendered
+        .into_iter()
+        .map(|r| (format!("{} ({})", r.source, r.describe()), r.object))
+        .collect())
+}
+
+/// Every string of `o` holding one of `secrets` replaced by `<redacted>` (the old one wiped).
+fn redact_strings(o: &mut Json, secrets: &[zeroize::Zeroizing<String>]) {
+    if secrets.is_empty() {
+        return;
+    }
+    match o {
+        Json::String(s) if secrets.iter().any(|x| !x.is_empty() && s.contains(x.as_str())) => {
+            zeroize::Zeroize::zeroize(s);
+            *s = "<redacted>".into();
+        }
+        Json::Array(a) => a.iter_mut().for_each(|v| redact_strings(v, secrets)),
+        Json::Object(m) => m.values_mut().for_each(|v| redact_strings(v, secrets)),
+        _ => {}
+    }
 }
 
 /// A plain SOPS file's objects: decrypted with `ids`, else as they are (ciphertext).

@@ -297,6 +297,9 @@ pub enum CliError {
     /// files.
     #[error(transparent)]
     Render(lockstep_kustomize::Error),
+    /// A chart could not be rendered (Helm's message names the template and line).
+    #[error(transparent)]
+    Chart(lockstep_helm::Error),
     /// `diff` found objects that a sync would change (exit code 1, as `kubectl diff`).
     #[error("{0} object(s) would change")]
     Differences(usize),
@@ -305,26 +308,31 @@ pub enum CliError {
 impl CliError {
     /// The process exit code, following sops' codes where one exists.
     pub fn exit_code(&self) -> u8 {
-        use lockstep_formats::Error as F;
         match self {
-            CliError::Formats(e) => match e.root() {
-                F::MacMismatch => 51,
-                F::MacUndecryptable => 24,
-                F::NoIdentityMatched { .. }
-                | F::NoIdentities { .. }
-                | F::NotForAge { .. }
-                | F::NotEnoughShares { .. } => 128,
-                F::AlreadyEncrypted => 203,
-                F::NoRecipients => 111,
-                F::Config { .. } => 5,
-                F::Io { .. } => 2,
-                F::ValueDecrypt { .. } | F::BadCiphertext { .. } | F::UnknownType { .. } => 25,
-                _ => 1,
-            },
+            CliError::Formats(e) | CliError::Chart(lockstep_helm::Error::Sops(e)) => formats_code(e),
             CliError::Io { .. } => 2,
             CliError::Usage(_) => 8,
-            CliError::Cluster(_) | CliError::Differences(_) | CliError::Render(_) => 1,
+            CliError::Cluster(_) | CliError::Differences(_) | CliError::Render(_) | CliError::Chart(_) => 1,
         }
+    }
+}
+
+/// The exit code of a format error, following sops' codes where one exists.
+fn formats_code(e: &lockstep_formats::Error) -> u8 {
+    use lockstep_formats::Error as F;
+    match e.root() {
+        F::MacMismatch => 51,
+        F::MacUndecryptable => 24,
+        F::NoIdentityMatched { .. }
+        | F::NoIdentities { .. }
+        | F::NotForAge { .. }
+        | F::NotEnoughShares { .. } => 128,
+        F::AlreadyEncrypted => 203,
+        F::NoRecipients => 111,
+        F::Config { .. } => 5,
+        F::Io { .. } => 2,
+        F::ValueDecrypt { .. } | F::BadCiphertext { .. } | F::UnknownType { .. } => 25,
+        _ => 1,
     }
 }
 

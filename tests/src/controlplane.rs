@@ -347,7 +347,7 @@ impl ControlPlane {
             c.arg(format!("--kubeconfig={}", cp.admin_kubeconfig.display()))
                 .args(["--leader-elect=false", "--bind-address=127.0.0.1"])
                 .arg(format!("--secure-port={kcm_port}"))
-                .arg("--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token,horizontalpodautoscaling,endpoint,endpointslice,clusterrole-aggregation")
+                .arg("--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token,horizontalpodautoscaling,endpoint,endpointslice,clusterrole-aggregation,job")
                 .arg("--horizontal-pod-autoscaler-sync-period=2s")
                 .arg(format!(
                     "--service-account-private-key-file={}",

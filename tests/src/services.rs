@@ -363,6 +363,44 @@ srv.serve_forever()
     Ok((svc, ca))
 }
 
+/// An OCI registry (CNCF Distribution's `registry`, built by `cargo xtask setup`) over HTTPS
+/// with htpasswd authentication for `user`/`password`, storing under a fresh directory; returns
+/// the service (its `url` is `127.0.0.1:<port>`, a registry host as `oci://` URLs name it) and
+/// the CA certificate (PEM) to trust.
+pub fn oci_registry(user: &str, password: &str) -> Result<(Service, String)> {
+    let (ca, cert, key) = test_pki()?;
+    let port = free_port()?;
+    let dir = io(
+        "creating a service directory",
+        tempfile::Builder::new().prefix("lockstep-registry-").tempdir(),
+    )?;
+    let hash = bcrypt::hash(password, 5).map_err(|e| HarnessError::Kube(format!("bcrypt: {e}")))?;
+    let p = |n: &str| dir.path().join(n);
+    io(
+        "writing htpasswd",
+        std::fs::write(p("htpasswd"), format!("{user}:{hash}\n")),
+    )?;
+    io("writing the TLS certificate", std::fs::write(p("tls.crt"), &cert))?;
+    io("writing the TLS key", std::fs::write(p("tls.key"), &key))?;
+    let config = format!(
+        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: lockstep\n    path: {}\n",
+        p("data").display(),
+        p("tls.crt").display(),
+        p("tls.key").display(),
+        p("htpasswd").display(),
+    );
+    io(
+        "writing the registry config",
+        std::fs::write(p("config.yml"), config),
+    )?;
+    let mut cmd = Command::new(crate::peer("registry"));
+    cmd.arg("serve").arg(p("config.yml"));
+    let mut svc = start("registry", cmd, port, "", "")?;
+    svc.url = format!("127.0.0.1:{port}");
+    svc._dir = dir;
+    Ok((svc, ca))
+}
+
 fn git_server(
     root: &std::path::Path,
     authorization: Option<&str>,

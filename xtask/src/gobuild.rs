@@ -316,6 +316,25 @@ pub fn kustomize_cli(cache: &Path, version: &str) -> Result<()> {
     link(&out.join("kustomize"), &cache.join("bin/kustomize"))
 }
 
+/// CNCF Distribution's `registry` (`go install`), the OCI registry the chart tests push to
+/// with the `helm` CLI and the agent pulls from.
+pub fn registry(cache: &Path, version: &str) -> Result<()> {
+    let out = cache.join(format!("distribution-{version}"));
+    if out.join("registry").is_file() {
+        eprintln!("    cached in {}", out.display());
+    } else {
+        go_install(
+            &out,
+            &format!("-s -w -X github.com/distribution/distribution/v3/version.version={version}"),
+            &[format!(
+                "github.com/distribution/distribution/v3/cmd/registry@{version}"
+            )],
+            "the registry (about a minute)",
+        )?;
+    }
+    link(&out.join("registry"), &cache.join("bin/registry"))
+}
+
 /// `go install` of `packages` (modules without replaces) into `out`, static.
 fn go_install(out: &Path, ldflags: &str, packages: &[String], what: &str) -> Result<()> {
     let go = go_toolchain()?;

@@ -29,6 +29,9 @@ pub const KUSTOMIZE_CLI_VERSION: &str = "v5.8.2";
 /// the `helm` CLI of that release (the chart conformance tests' oracle).
 pub const HELM_VERSION: &str = "v4.3.2";
 
+/// CNCF Distribution's registry, the OCI registry of the chart tests.
+pub const DISTRIBUTION_VERSION: &str = "v3.1.2";
+
 /// Flux's kustomize-controller, the peer of the reconcile benchmark (the newest release whose
 /// dependencies the module proxy serves on Go 1.26).
 pub const FLUX_KUSTOMIZE_CONTROLLER_VERSION: &str = "v1.9.6";
@@ -172,6 +175,10 @@ pub fn setup(cache: &Path, root: &Path) -> Result<()> {
     step(
         &format!("kustomize {KUSTOMIZE_CLI_VERSION} (Go module proxy)"),
         || crate::gobuild::kustomize_cli(cache, KUSTOMIZE_CLI_VERSION),
+    )?;
+    step(
+        &format!("registry (CNCF Distribution {DISTRIBUTION_VERSION}, Go module proxy)"),
+        || crate::gobuild::registry(cache, DISTRIBUTION_VERSION),
     )?;
     Ok(())
 }

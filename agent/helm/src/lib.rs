@@ -14,6 +14,7 @@
 //! helper only over its stdin, never a file.
 
 pub mod deps;
+pub mod values;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -100,6 +101,17 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A values file cannot be read or decrypted (names the file, never a value).
+    #[error("values file {file}: {message}")]
+    ValuesFile {
+        /// The file.
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A SOPS values file could not be decrypted (its MAC, its keys).
+    #[error(transparent)]
+    Sops(lockstep_formats::Error),
     /// A rendered object is not what it must be.
     #[error("chart {chart}: {source_file}: {message}")]
     Object {

@@ -53,11 +53,13 @@ pub enum Reason {
     DependencyNotReady,
     /// The dependencies form a cycle through this Sync.
     DependencyCycle,
+    /// A hook failed or did not finish in time: nothing after it was applied.
+    HookFailed,
 }
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 16] = [
         Reason::Succeeded,
         Reason::Progressing,
         Reason::Unsupported,
@@ -73,6 +75,7 @@ impl Reason {
         Reason::NotFound,
         Reason::DependencyNotReady,
         Reason::DependencyCycle,
+        Reason::HookFailed,
     ];
 
     /// The CamelCase name written to conditions and history.
@@ -93,6 +96,7 @@ impl Reason {
             Reason::NotFound => "NotFound",
             Reason::DependencyNotReady => "DependencyNotReady",
             Reason::DependencyCycle => "DependencyCycle",
+            Reason::HookFailed => "HookFailed",
         }
     }
 

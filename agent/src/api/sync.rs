@@ -76,6 +76,138 @@ pub struct SyncSpec {
     /// is applied; re-checked as soon as one of them changes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<DependencyRef>,
+    /// Render a Helm chart, with Helm's own engine, instead of the path's files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helm: Option<HelmSpec>,
+}
+
+/// A schema that keeps any fields (Helm values).
+fn open_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "object", "x-kubernetes-preserve-unknown-fields": true })
+}
+
+/// A Helm chart and its values, rendered client-side as `helm template` renders it (no release
+/// state; `lookup` returns nothing); the objects are applied, pruned and healed like any others.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HelmSpec {
+    /// The chart: from a Helm repository (`https://`) or an OCI registry (`oci://`). Absent: the
+    /// chart directory at `spec.source.path` (its `Chart.yaml`), as Argo CD reads one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<ChartRef>,
+    /// `.Release.Name` (default: the Sync's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_name: Option<String>,
+    /// Values files of the Git revision, relative to `spec.source.path`, merged in order over
+    /// the chart's `values.yaml`; SOPS-encrypted ones (helm-secrets' `secrets.yaml`,
+    /// `*.sops.yaml`) are decrypted in memory with `spec.decryption.sops`, the MAC verified.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values_files: Vec<String>,
+    /// Values from ConfigMaps and Secrets of the Sync's namespace, merged in order after the
+    /// values files (Flux's `valuesFrom`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values_from: Vec<ValuesReference>,
+    /// Inline values, merged after `valuesFrom`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "open_object")]
+    pub values: Option<serde_json::Value>,
+    /// `--set` overrides, applied last, in order (Argo CD's `parameters`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<HelmParameter>,
+    /// Apply the chart's `crds/` (default true: Flux's `Create`, Argo CD's default); they are
+    /// applied in the CRD stage, before everything else.
+    #[serde(default, rename = "includeCRDs", skip_serializing_if = "Option::is_none")]
+    pub include_crds: Option<bool>,
+    /// `.Capabilities.KubeVersion` (default: Helm's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube_version: Option<String>,
+    /// Added to `.Capabilities.APIVersions` (`batch/v1/CronJob`, `monitoring.coreos.com/v1`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_versions: Vec<String>,
+    /// Leave out the chart's `helm.sh/hook: test` objects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_tests: Option<bool>,
+    /// Kustomize steps run over the rendered objects, in order (Flux's `postRenderers`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub post_renderers: Vec<PostRenderer>,
+}
+
+/// A chart from a repository.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ChartRef {
+    /// `https://charts.example.com` (a Helm repository with an `index.yaml`) or
+    /// `oci://registry.example.com/charts` (the chart is `<repository>/<name>`).
+    pub repository: String,
+    /// The chart's name.
+    pub name: String,
+    /// A version or a range (`1.2.3`, `>=1.2 <2`, `~1.4`); the highest stable version when
+    /// absent. For OCI, matched against the tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// OCI only: the manifest digest (`sha256:…`) the chart must have; it wins over `version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// A Secret with credentials: `username`/`password` or `bearerToken`, and `ca.crt` (Flux's
+    /// `HelmRepository` keys); for OCI, a `kubernetes.io/dockerconfigjson` Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<LocalRef>,
+    /// A Secret with `ca.crt`, the repository's private CA (Flux's `certSecretRef`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_secret_ref: Option<LocalRef>,
+}
+
+/// Values from a ConfigMap or Secret (Flux's `valuesFrom`).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ValuesReference {
+    /// `ConfigMap` or `Secret`.
+    pub kind: ValuesKind,
+    /// Its name, in the Sync's namespace.
+    pub name: String,
+    /// The key holding the values (default `values.yaml`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values_key: Option<String>,
+    /// Set the key's content, as one string, at this path (`a.b[0].c`) instead of merging it as
+    /// YAML.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_path: Option<String>,
+    /// Go on without it when it (or its key) does not exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional: Option<bool>,
+}
+
+/// What `valuesFrom` reads.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum ValuesKind {
+    /// A ConfigMap.
+    #[default]
+    ConfigMap,
+    /// A Secret (its values count as secret material).
+    Secret,
+}
+
+/// One `--set` override.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HelmParameter {
+    /// The path (`image.tag`, `ingress.hosts[0]`).
+    pub name: String,
+    /// The value, typed as `--set` types it (`true`, `3`) unless `forceString`.
+    pub value: String,
+    /// Keep it a string (`--set-string`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_string: Option<bool>,
+}
+
+/// A post-render step.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+pub struct PostRenderer {
+    /// Kustomize over the rendered objects: `patches` (strategic merge or JSON 6902, with
+    /// `target`) and `images`, as in a kustomization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "open_object")]
+    pub kustomize: Option<serde_json::Value>,
 }
 
 /// Another Sync this one waits for.
@@ -271,6 +403,14 @@ pub struct SyncStatus {
     /// count.
     #[serde(default)]
     pub failures: u32,
+    /// A Helm Sync: the chart last applied (`name version`, with the archive's digest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_applied_chart: Option<String>,
+    /// A Helm Sync: the digest of what the last successful sync rendered besides the commit
+    /// (the chart, the `valuesFrom` objects' versions); a poll that finds it and the commit
+    /// unchanged renders nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_applied_inputs: Option<String>,
 }
 
 /// A condition (the `metav1.Condition` shape).

@@ -5,6 +5,7 @@
 //! deletes what left Git.
 
 pub mod health;
+pub mod hooks;
 mod prune;
 pub mod wait;
 
@@ -68,6 +69,22 @@ pub enum Error {
         /// Each object not `Current`, with its status and why.
         objects: String,
     },
+    /// The applied objects did not all become healthy, so the PostSync hooks did not run.
+    #[error("the objects did not become healthy, so the PostSync hooks did not run: {objects}")]
+    NotHealthyForPostSync {
+        /// Each object not `Current`, with its status and why.
+        objects: String,
+    },
+    /// A hook failed, or did not finish in time (nothing after it was applied).
+    #[error("{hook} ({origin}): {message}")]
+    Hook {
+        /// Its phase, kind and name.
+        hook: String,
+        /// File and document.
+        origin: String,
+        /// What happened.
+        message: String,
+    },
     /// A health wait was cut short (a new revision, a changed spec, a shutdown); later waves
     /// were not applied and nothing was pruned.
     #[error("waiting for wave {wave} of the {stage:?} stage was canceled: {reason}")]
@@ -128,6 +145,8 @@ pub struct Report {
     pub stages: Vec<(Stage, i64, Vec<ObjectId>)>,
     /// The resourceVersion each written object has after the write, by key.
     pub versions: BTreeMap<String, String>,
+    /// The hooks that ran and succeeded, in order (`PreSync hook Job migrate-x7k2p succeeded`).
+    pub hooks: Vec<String>,
 }
 
 /// Cuts a health wait short: holds `Some(reason)` once a new revision, a changed spec or a
@@ -184,6 +203,9 @@ pub struct Applier {
     /// cluster-scoped objects and other namespaces are refused, and namespaced objects without
     /// a namespace go there instead of `default`.
     pub tenant: Option<String>,
+    /// Where namespaced objects that declare none go, instead of `default` (a chart's release
+    /// namespace).
+    pub default_namespace: Option<String>,
 }
 
 impl Applier {
@@ -207,6 +229,7 @@ impl Applier {
             force: Default::default(),
             interrupt: None,
             tenant: None,
+            default_namespace: None,
         })
     }
 
@@ -224,6 +247,19 @@ impl Applier {
                 api_version: id.api_version,
                 kind: id.kind,
             })
+    }
+
+    /// The namespace `m` goes to (empty for a cluster-scoped or unknown kind).
+    pub fn namespace_of(&self, m: &Manifest) -> String {
+        self.complete(m)
+            .ok()
+            .and_then(|p| {
+                p.object
+                    .pointer("/metadata/namespace")
+                    .and_then(Json::as_str)
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default()
     }
 
     /// Completes an object for applying: namespace per scope (within [`Applier::tenant`]), the
@@ -253,6 +289,7 @@ impl Applier {
                         .clone()
                         .or(declared)
                         .or_else(|| self.tenant.clone())
+                        .or_else(|| self.default_namespace.clone())
                         .unwrap_or_else(|| "default".into());
                     meta.insert("namespace".into(), ns.into());
                 }

@@ -208,3 +208,45 @@ pub async fn inventory_health(
     }));
     Ok(out)
 }
+
+/// Polls the whole inventory until every object is `Current` (before the PostSync hooks); fails
+/// at once when one has `Failed`, at the timeout, or when `interrupt` fires.
+pub async fn inventory_healthy(
+    client: &kube::Client,
+    owner: &str,
+    inventory: &Inventory,
+    timeout: Duration,
+    mut interrupt: Option<Interrupt>,
+) -> Result<(), Error> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let all = inventory_health(client, owner, inventory).await?;
+        let pending: Vec<_> = all.iter().filter(|(_, h)| h.status != Status::Current).collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let failed = pending.iter().any(|(_, h)| h.status == Status::Failed);
+        if failed || tokio::time::Instant::now() >= deadline {
+            return Err(Error::NotHealthyForPostSync {
+                objects: health::describe(pending.iter().map(|(id, h)| (id, h))),
+            });
+        }
+        let cut = async {
+            match interrupt.as_mut() {
+                Some(rx) => rx
+                    .wait_for(Option::is_some)
+                    .await
+                    .map(|r| r.clone().unwrap_or_default())
+                    .ok(),
+                None => None,
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(HEALTH_POLL) => {}
+            Some(reason) = cut => {
+                let (stage, wave) = (Stage::Workloads, i64::MAX);
+                return Err(Error::Canceled { stage, wave, reason });
+            }
+        }
+    }
+}

@@ -215,6 +215,58 @@ pub fn role(origin: &str, object: &Json) -> Result<Role, Error> {
     }))
 }
 
+/// A hook of a render, with its place.
+#[derive(Debug)]
+pub struct HookManifest {
+    /// Its phases, wave and policy.
+    pub hook: Hook,
+    /// The object.
+    pub manifest: crate::render::Manifest,
+}
+
+/// A render's manifests split by [`role`]: the sync's resources, in order, and its hooks;
+/// skipped objects are left out. Every hook annotation is checked first, so a bad one applies
+/// nothing.
+pub fn split(
+    manifests: Vec<crate::render::Manifest>,
+) -> Result<(Vec<crate::render::Manifest>, Vec<HookManifest>), Error> {
+    let mut resources = Vec::with_capacity(manifests.len());
+    let mut hooks = Vec::new();
+    for m in manifests {
+        match role(&m.origin, &m.object)? {
+            Role::Resource => resources.push(m),
+            Role::Hook(hook) => hooks.push(HookManifest { hook, manifest: m }),
+            Role::Skipped => {}
+        }
+    }
+    Ok((resources, hooks))
+}
+
+/// The hooks of `phase`, wave by wave (lowest first), each wave in render order.
+pub fn waves(hooks: &[HookManifest], phase: Phase) -> Vec<(i64, Vec<&HookManifest>)> {
+    let mut by_wave: std::collections::BTreeMap<i64, Vec<&HookManifest>> = Default::default();
+    for h in hooks.iter().filter(|h| h.hook.phases.contains(&phase)) {
+        by_wave.entry(h.hook.wave).or_default().push(h);
+    }
+    by_wave.into_iter().collect()
+}
+
+/// The Secrets of the revision a hook mounts: when any, the hooks of its phase run only after
+/// the secrets stage (and `namespaces`, the revision's namespaces a hook goes to, likewise
+/// after the foundations stage).
+pub fn needs_revision_objects(
+    hook: &HookManifest,
+    secrets: &BTreeSet<(String, String)>,
+    namespaces: &BTreeSet<String>,
+    namespace_of: impl Fn(&crate::render::Manifest) -> String,
+) -> bool {
+    let ns = namespace_of(&hook.manifest);
+    namespaces.contains(&ns)
+        || super::secret_refs(&hook.manifest.object)
+            .into_iter()
+            .any(|name| secrets.contains(&(ns.clone(), name)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,5 +386,34 @@ mod tests {
             e(json!({ ARGO_HOOK: "PreSync", ARGO_DELETE_POLICY: "Always" }))
                 .contains("HookSucceeded, HookFailed or BeforeHookCreation")
         );
+    }
+
+    #[test]
+    fn hooks_are_split_from_resources_and_ordered_by_wave() {
+        let m = |name: &str, a: Json| {
+            crate::render::Manifest::plain(
+                name,
+                json!({
+            "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "annotations": a}}),
+            )
+        };
+        let (resources, hooks) = split(vec![
+            m("app", json!({})),
+            m(
+                "late",
+                json!({ARGO_HOOK: "PreSync", "argocd.argoproj.io/sync-wave": "2"}),
+            ),
+            m("early", json!({HELM_HOOK: "pre-install", HELM_WEIGHT: "-1"})),
+            m("post", json!({ARGO_HOOK: "PostSync"})),
+            m("skipped", json!({ARGO_HOOK: "Skip"})),
+        ])
+        .unwrap();
+        assert_eq!(resources.len(), 1);
+        let pre: Vec<(i64, Vec<&str>)> = waves(&hooks, Phase::PreSync)
+            .into_iter()
+            .map(|(w, hs)| (w, hs.iter().map(|h| h.manifest.origin.as_str()).collect()))
+            .collect();
+        assert_eq!(pre, vec![(-1, vec!["early"]), (2, vec!["late"])]);
+        assert_eq!(waves(&hooks, Phase::PostSync).len(), 1);
     }
 }

@@ -172,11 +172,15 @@ pub fn digest(bytes: &[u8]) -> String {
 /// readable by more people than Secrets are; a hash of plaintext there would let them test
 /// guesses of a low-entropy value offline.
 pub fn secret_hash(o: &Json, source_digest: &str) -> String {
-    // Only the fields that are not values are copied: no unwiped copy of a value is made.
+    // Only the fields that are not values are copied: no unwiped copy of a value is made. (A
+    // chart's object that is not a Secret but holds a secret value keeps only these too.)
     let mut masked = serde_json::Map::new();
     if let Some(m) = o.as_object() {
         for (k, v) in m {
-            if k != "data" && k != "stringData" {
+            if matches!(
+                k.as_str(),
+                "apiVersion" | "kind" | "metadata" | "type" | "immutable"
+            ) {
                 masked.insert(k.clone(), v.clone());
             }
         }

@@ -83,6 +83,16 @@ pub enum Error {
         #[source]
         source: Box<kube::Error>,
     },
+    /// A Secret or ConfigMap a Helm Sync names cannot be used (names the field and entry).
+    #[error("{field}: {object}: {message}")]
+    HelmInput {
+        /// The field that names it.
+        field: String,
+        /// `Secret ns/name` or `ConfigMap ns/name`.
+        object: String,
+        /// What is wrong (never a value).
+        message: String,
+    },
     /// The decryption Secret's age identities cannot be used.
     #[error("decryption keys: {0}")]
     Identities(#[source] lockstep_formats::Error),
@@ -143,13 +153,17 @@ impl Error {
         match self {
             Error::AmbiguousRef | Error::Confined { .. } | Error::Credentials(_) => Reason::Unsupported,
             Error::SecretRead { .. } | Error::Identities(_) => Reason::DecryptionKeysFailed,
+            Error::HelmInput { .. } => Reason::RenderFailed,
             Error::Sync(e) => match e {
-                sync::Error::Source(_) | sync::Error::Task(_) => Reason::SourceFailed,
+                sync::Error::Source(_) | sync::Error::Chart(_) | sync::Error::Task(_) => Reason::SourceFailed,
                 sync::Error::Render(_) | sync::Error::Decrypt(_) | sync::Error::Plan(_) => {
                     Reason::RenderFailed
                 }
                 sync::Error::Apply(Apply::Canceled { .. }) => Reason::HealthCheckCanceled,
-                sync::Error::Apply(Apply::Unhealthy { .. }) => Reason::HealthCheckFailed,
+                sync::Error::Apply(Apply::Unhealthy { .. } | Apply::NotHealthyForPostSync { .. }) => {
+                    Reason::HealthCheckFailed
+                }
+                sync::Error::Apply(Apply::Hook { .. }) => Reason::HookFailed,
                 sync::Error::Apply(Apply::Plan(_)) => Reason::RenderFailed,
                 sync::Error::Apply(_) | sync::Error::External(_) => Reason::ApplyFailed,
                 sync::Error::Budget(_) => Reason::PruneBudgetExceeded,
@@ -225,6 +239,8 @@ pub struct Context {
     /// drift on the same commit starts no build). Set its `kustomize` field in place: the
     /// metrics count this renderer's builds.
     pub render: crate::render::Render,
+    /// Charts fetched and indexes read, shared by every Sync.
+    pub charts: Arc<crate::source::charts::ChartCache>,
     /// Reconciles in progress: what each started from, and how to cut its health waits short.
     inflight: inflight::Registry,
     /// The controller's cache of Syncs (for `dependsOn`), set by [`run_until`].
@@ -259,6 +275,7 @@ impl Context {
             tenant_isolation: false,
             scope: Scope::All,
             render,
+            charts: Arc::default(),
             inflight: inflight::Registry::default(),
             syncs: Default::default(),
             recorder,
@@ -558,6 +575,7 @@ async fn run_sync(
         cfg.force = drifted.keys().cloned().collect();
         cfg.interrupt = Some(interrupt);
         cfg.render = ctx.render.clone();
+        cfg.charts = ctx.charts.clone();
         let timeout = schedule::timeout(s);
         let work = async {
             let started = std::time::Instant::now();

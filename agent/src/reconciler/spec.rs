@@ -2,7 +2,9 @@
 //! names (repository credentials, SOPS identities), and the rules that are pure: the reference,
 //! tenant confinement, and the commit a poll may skip.
 
-use k8s_openapi::api::core::v1::Secret;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::ResourceExt;
 use kube::api::Api;
 use zeroize::Zeroize;
@@ -10,10 +12,15 @@ use zeroize::Zeroize;
 use super::Error;
 use crate::api::{RECONCILE_ANNOTATION, Reason, Sync, SyncStatus};
 use crate::plan::{Inventory, ObjectId};
+use crate::render::helm::{FromObject, HelmConfig};
 use crate::secrets::DecryptionKeys;
 use crate::secrets::sealing::LiveKeys;
+use crate::source::charts::{Auth, Repository};
+use crate::source::oci::OciChart;
 use crate::source::{Credentials, Reference, credentials_from};
 use crate::sync::Config;
+use crate::sync::helm::{ChartSource, HelmSync};
+use zeroize::Zeroizing;
 
 /// The reference `spec.source.ref` names: exactly one of branch, tag, semver and commit;
 /// branch `main` when none is.
@@ -82,15 +89,28 @@ pub fn inventory_of(status: &SyncStatus) -> Inventory {
 /// The configuration of a sync of `s` from its spec alone (no credentials, keys, objects
 /// forced or interrupt), confined as `tenant` says.
 pub fn config(s: &Sync, tenant: Option<String>) -> Result<Config, Error> {
+    let helm = s.spec.helm.is_some();
+    let skip_if_commit = s.status.as_ref().and_then(|st| unchanged_commit(s, st));
     Ok(Config {
         reference: reference(s)?,
         path: s.spec.source.path.clone().unwrap_or_default(),
-        target_namespace: s.spec.target_namespace.clone(),
+        // A chart's objects keep the namespace they declare; `targetNamespace` is its release
+        // namespace instead, where the others go (as Flux's HelmRelease reads it).
+        target_namespace: if helm {
+            None
+        } else {
+            s.spec.target_namespace.clone()
+        },
         create_namespace: s.spec.create_namespace == Some(true),
         prune: s.spec.prune != Some(false),
         prune_budget: f64::from(s.spec.prune_budget_percent.unwrap_or(50)) / 100.0,
         allow_mass_deletion: s.spec.allow_mass_deletion == Some(true),
-        skip_if_commit: s.status.as_ref().and_then(|st| unchanged_commit(s, st)),
+        skip_if_inputs: skip_if_commit
+            .as_ref()
+            .and_then(|_| s.status.as_ref()?.last_applied_inputs.clone()),
+        skip_if_commit,
+        chart_interval: super::schedule::interval(s),
+        timeout: super::schedule::timeout(s),
         wait: (s.spec.wait == Some(true)).then(|| super::schedule::timeout(s)),
         ignore: s.spec.ignore.clone(),
         tenant,
@@ -151,8 +171,278 @@ pub async fn prepare(
             keys.sealed = Some(ring);
         }
     }
+    if let Some(h) = &s.spec.helm {
+        cfg.helm = Some(std::sync::Arc::new(helm_sync(s, h, client).await?));
+    }
     let last = s.status.as_ref().map(inventory_of).unwrap_or_default();
     Ok((cfg, keys, last))
+}
+
+/// A Helm Sync's chart source and values: its chart's credentials and CA, and its
+/// `valuesFrom` objects, read from the cluster (every Secret value wiped once copied into
+/// wiped-on-drop memory).
+pub async fn helm_sync(s: &Sync, h: &crate::api::HelmSpec, client: &kube::Client) -> Result<HelmSync, Error> {
+    use crate::api::ValuesKind;
+    let ns = s.namespace().unwrap_or_default();
+    let chart = match &h.chart {
+        None => ChartSource::Git,
+        Some(c) => chart_source(c, client, &ns).await?,
+    };
+    let mut values_from = Vec::new();
+    for (i, v) in h.values_from.iter().enumerate() {
+        let field = format!("spec.helm.valuesFrom[{i}]");
+        let key = v.values_key.clone().unwrap_or_else(|| "values.yaml".into());
+        let object = format!("{:?} {ns}/{}", v.kind, v.name);
+        let input = |message: String| Error::HelmInput {
+            field: field.clone(),
+            object: object.clone(),
+            message,
+        };
+        let optional = v.optional == Some(true);
+        let found: Option<(Option<Zeroizing<Vec<u8>>>, String)> = match v.kind {
+            ValuesKind::ConfigMap => {
+                match Api::<ConfigMap>::namespaced(client.clone(), &ns)
+                    .get_opt(&v.name)
+                    .await
+                {
+                    Ok(Some(cm)) => Some((
+                        cm.data
+                            .as_ref()
+                            .and_then(|d| d.get(&key))
+                            .map(|t| Zeroizing::new(t.clone().into_bytes()))
+                            .or_else(|| {
+                                cm.binary_data
+                                    .as_ref()
+                                    .and_then(|d| d.get(&key))
+                                    .map(|b| Zeroizing::new(b.0.clone()))
+                            }),
+                        version_of(&cm.metadata),
+                    )),
+                    Ok(None) => None,
+                    Err(e) => return Err(input(crate::errors::kube_message(&e))),
+                }
+            }
+            ValuesKind::Secret => {
+                match Api::<Secret>::namespaced(client.clone(), &ns)
+                    .get_opt(&v.name)
+                    .await
+                {
+                    Ok(Some(mut secret)) => {
+                        let value = secret
+                            .data
+                            .as_mut()
+                            .and_then(|d| d.get_mut(&key))
+                            .map(|b| Zeroizing::new(std::mem::take(&mut b.0)));
+                        if let Some(d) = secret.data.as_mut() {
+                            d.values_mut().for_each(|v| v.0.zeroize());
+                        }
+                        Some((value, version_of(&secret.metadata)))
+                    }
+                    Ok(None) => None,
+                    Err(e) => return Err(input(crate::errors::kube_message(&e))),
+                }
+            }
+        };
+        match found {
+            Some((Some(bytes), version)) => values_from.push(FromObject {
+                name: format!("{object} key {key}"),
+                bytes,
+                target_path: v.target_path.clone(),
+                secret: v.kind == ValuesKind::Secret,
+                version,
+            }),
+            Some((None, _)) if !optional => return Err(input(format!("has no key {key:?} (valuesKey)"))),
+            None if !optional => {
+                return Err(input("not found (set optional: true to go on without it)".into()));
+            }
+            _ => {}
+        }
+    }
+    let base = s.spec.source.path.clone().unwrap_or_default();
+    let mut values_files = Vec::new();
+    for (i, f) in h.values_files.iter().enumerate() {
+        values_files.push(
+            lockstep_kustomize::paths::join(&base, f).ok_or_else(|| Error::HelmInput {
+                field: format!("spec.helm.valuesFiles[{i}]"),
+                object: f.clone(),
+                message: "leaves the repository (paths are relative to spec.source.path)".into(),
+            })?,
+        );
+    }
+    Ok(HelmSync {
+        chart,
+        config: HelmConfig {
+            release_name: h.release_name.clone().unwrap_or_else(|| s.name_any()),
+            namespace: s.spec.target_namespace.clone().unwrap_or_else(|| ns.clone()),
+            values_files,
+            values_from,
+            values: h.values.clone(),
+            set: h
+                .set
+                .iter()
+                .map(|p| (format!("{}={}", p.name, p.value), p.force_string == Some(true)))
+                .collect(),
+            include_crds: h.include_crds != Some(false),
+            kube_version: h.kube_version.clone(),
+            api_versions: h.api_versions.clone(),
+            skip_tests: h.skip_tests == Some(true),
+            post_renderers: h
+                .post_renderers
+                .iter()
+                .filter_map(|p| p.kustomize.clone())
+                .collect(),
+        },
+    })
+}
+
+/// `uid/resourceVersion`: what stands for an object's content in a Helm Sync's inputs.
+fn version_of(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    format!(
+        "{}/{}",
+        m.uid.as_deref().unwrap_or_default(),
+        m.resource_version.as_deref().unwrap_or_default()
+    )
+}
+
+/// A chart repository's source, with its credentials and CA.
+async fn chart_source(
+    c: &crate::api::ChartRef,
+    client: &kube::Client,
+    ns: &str,
+) -> Result<ChartSource, Error> {
+    let timeout = std::time::Duration::from_secs(60);
+    let mut ca_pem = None;
+    let mut entries = BTreeMap::new();
+    if let Some(r) = &c.secret_ref {
+        let found = secret(client, ns, &r.name, "spec.helm.chart.secretRef").await?;
+        entries = found.data.unwrap_or_default();
+    }
+    if let Some(r) = &c.cert_secret_ref {
+        let found = secret(client, ns, &r.name, "spec.helm.chart.certSecretRef").await?;
+        let mut data = found.data.unwrap_or_default();
+        ca_pem = data.remove("ca.crt").map(|b| b.0);
+        data.values_mut().for_each(|v| v.0.zeroize());
+    }
+    if ca_pem.is_none() {
+        ca_pem = entries.get("ca.crt").map(|b| b.0.clone());
+    }
+    let object = c
+        .secret_ref
+        .as_ref()
+        .map(|r| format!("Secret {ns}/{}", r.name))
+        .unwrap_or_default();
+    let input = |message: String| Error::HelmInput {
+        field: "spec.helm.chart.secretRef".into(),
+        object: object.clone(),
+        message,
+    };
+    let text = |entries: &BTreeMap<String, k8s_openapi::ByteString>,
+                k: &str|
+     -> Result<Option<Zeroizing<String>>, Error> {
+        entries
+            .get(k)
+            .map(|b| {
+                String::from_utf8(b.0.clone())
+                    .map(Zeroizing::new)
+                    .map_err(|_| input(format!("entry {k} is not UTF-8 text")))
+            })
+            .transpose()
+    };
+    let result = if c.repository.starts_with("oci://") {
+        let host = c.repository["oci://".len()..]
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let auth = match (
+            text(&entries, "username")?,
+            text(&entries, "password")?,
+            text(&entries, ".dockerconfigjson")?,
+        ) {
+            (Some(u), Some(p), _) => Some((u.to_string(), p)),
+            (_, _, Some(config)) => Some(docker_auth(&config, &host).map_err(input)?),
+            _ if c.secret_ref.is_some() => {
+                return Err(input(
+                    "expected a kubernetes.io/dockerconfigjson Secret (.dockerconfigjson), or username and password".into(),
+                ));
+            }
+            _ => None,
+        };
+        ChartSource::Oci(OciChart {
+            repository: c.repository.clone(),
+            name: c.name.clone(),
+            version: c.version.clone(),
+            digest: c.digest.clone(),
+            auth,
+            ca_pem,
+            plain_http: false,
+            timeout,
+        })
+    } else {
+        let auth = match (
+            text(&entries, "username")?,
+            text(&entries, "password")?,
+            text(&entries, "bearerToken")?,
+        ) {
+            (Some(u), Some(p), _) => Some(Auth::Basic {
+                username: u.to_string(),
+                password: p,
+            }),
+            (_, _, Some(t)) => Some(Auth::Bearer(t)),
+            _ if c.secret_ref.is_some() && !entries.contains_key("ca.crt") => {
+                return Err(input(
+                    "expected username and password, or bearerToken (and optionally ca.crt)".into(),
+                ));
+            }
+            _ => None,
+        };
+        ChartSource::Repository {
+            repo: Repository {
+                url: c.repository.clone(),
+                auth,
+                ca_pem,
+                timeout,
+            },
+            name: c.name.clone(),
+            version: c.version.clone(),
+        }
+    };
+    entries.values_mut().for_each(|v| v.0.zeroize());
+    Ok(result)
+}
+
+/// The (username, password) a `.dockerconfigjson` has for `host` (`auths[host]`, with
+/// `username`/`password` or `auth`, base64 of `user:password`).
+pub fn docker_auth(config: &str, host: &str) -> Result<(String, Zeroizing<String>), String> {
+    let v: Zeroizing<String> = Zeroizing::new(config.to_owned());
+    let json: serde_json::Value =
+        serde_json::from_str(&v).map_err(|_| "entry .dockerconfigjson is not JSON".to_owned())?;
+    let auths = json.get("auths").and_then(serde_json::Value::as_object);
+    let entry = auths
+        .and_then(|a| {
+            a.iter().find(|(k, _)| {
+                let k = k.trim_start_matches("https://").trim_start_matches("http://");
+                k.split('/').next() == Some(host)
+            })
+        })
+        .map(|(_, e)| e)
+        .ok_or_else(|| format!(".dockerconfigjson has no auths entry for {host}"))?;
+    let s = |k: &str| entry.get(k).and_then(serde_json::Value::as_str);
+    if let (Some(u), Some(p)) = (s("username"), s("password")) {
+        return Ok((u.to_owned(), Zeroizing::new(p.to_owned())));
+    }
+    let auth = s("auth")
+        .ok_or_else(|| format!(".dockerconfigjson auths[{host}] has neither username/password nor auth"))?;
+    let decoded = Zeroizing::new(
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, auth)
+            .map_err(|_| format!(".dockerconfigjson auths[{host}].auth is not base64"))?,
+    );
+    let text = std::str::from_utf8(&decoded)
+        .map_err(|_| format!(".dockerconfigjson auths[{host}].auth is not UTF-8"))?;
+    let (u, p) = text
+        .split_once(':')
+        .ok_or_else(|| format!(".dockerconfigjson auths[{host}].auth is not user:password"))?;
+    Ok((u.to_owned(), Zeroizing::new(p.to_owned())))
 }
 
 #[cfg(test)]

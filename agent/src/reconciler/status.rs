@@ -175,6 +175,8 @@ pub fn next_status(
             let rev = out.revision();
             st.last_applied_revision = Some(rev.clone());
             st.last_attempted_revision = Some(rev.clone());
+            st.last_applied_chart.clone_from(&out.chart);
+            st.last_applied_inputs.clone_from(&out.inputs);
             st.inventory = out
                 .inventory
                 .entries
@@ -285,6 +287,8 @@ mod tests {
             inventory,
             duration: std::time::Duration::from_secs(1),
             skipped: false,
+            chart: None,
+            inputs: None,
         }
     }
 

@@ -11,6 +11,7 @@
 //! commit starts no build. The [`Renderer`] trait is the seam for Helm next.
 
 mod directory;
+pub mod helm;
 mod kustomize;
 
 use std::collections::{BTreeMap, HashMap};
@@ -121,6 +122,26 @@ pub enum Error {
         /// The kustomization file.
         kustomization: String,
     },
+    /// A chart could not be rendered (Helm's message names the template and line).
+    #[error(transparent)]
+    Helm(#[from] lockstep_helm::Error),
+    /// A chart, but no Helm helper is installed.
+    #[error(
+        "chart {chart}: the Helm helper ({}) was not found (--helm-helper)",
+        lockstep_helm::PROGRAM
+    )]
+    NoHelmHelper {
+        /// The chart.
+        chart: String,
+    },
+    /// A chart's values could not be read.
+    #[error("{field}: {message}")]
+    Values {
+        /// The field that names them.
+        field: String,
+        /// What is wrong (names the file).
+        message: String,
+    },
     /// The rendering task failed.
     #[error("the render task failed: {0}")]
     Task(String),
@@ -139,14 +160,19 @@ pub trait Renderer {
 pub struct Render {
     /// The kustomize helper (`None`: a kustomization is an error).
     pub kustomize: Option<Helper>,
+    /// The Helm helper (`None`: a chart is an error).
+    pub helm: Option<lockstep_helm::Helper>,
     last: Arc<Mutex<HashMap<String, LastRender>>>,
     builds: Arc<AtomicU64>,
 }
 
 impl Default for Render {
-    /// The helper found where [`Helper::locate`] looks, with the default limits.
+    /// The helpers found where [`Helper::locate`] and [`lockstep_helm::Helper::locate`] look,
+    /// with the default limits.
     fn default() -> Self {
-        Self::new(Helper::locate(None).map(Helper::new))
+        let mut r = Self::new(Helper::locate(None).map(Helper::new));
+        r.helm = lockstep_helm::Helper::locate(None).map(lockstep_helm::Helper::new);
+        r
     }
 }
 
@@ -161,6 +187,7 @@ impl Render {
     pub fn new(kustomize: Option<Helper>) -> Self {
         Self {
             kustomize,
+            helm: None,
             last: Arc::default(),
             builds: Arc::default(),
         }

@@ -97,40 +97,65 @@ pub enum ChartError {
         /// Why.
         message: String,
     },
+    /// An OCI registry refused or failed a request, or its artifact is not a chart.
+    #[error("{reference}: {message}")]
+    Oci {
+        /// The chart's reference (`oci://host/path/name:tag`).
+        reference: String,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 /// An archive's key: (URL, version, digest).
 type ArchiveKey = (String, String, String);
 
-/// Archives fetched so far, and counts of what was read (for metrics and the benchmark).
+/// An index read: when, and what it said.
+type IndexRead = (std::time::Instant, Arc<Index>);
+
+/// Archives fetched so far, indexes read within their Syncs' interval, HTTP clients by CA, and
+/// counts of what was read (for metrics and the benchmark). One is shared by all Syncs: twenty
+/// Syncs of one repository read its index once per interval.
 #[derive(Default)]
 pub struct ChartCache {
     archives: Mutex<HashMap<ArchiveKey, Arc<Vec<u8>>>>,
-    /// Index reads.
+    indexes: Mutex<HashMap<String, IndexRead>>,
+    clients: Mutex<HashMap<String, reqwest::Client>>,
+    pub(super) oci_clients: Mutex<HashMap<String, Arc<oci_client::Client>>>,
+    pub(super) oci_archives: Mutex<HashMap<String, Arc<Vec<u8>>>>,
+    /// Index reads (for OCI: tag lists and manifest reads).
     pub index_reads: AtomicU64,
     /// Archive downloads.
     pub archive_downloads: AtomicU64,
 }
 
+impl std::fmt::Debug for ChartCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChartCache")
+            .field("index_reads", &self.index_reads)
+            .field("archive_downloads", &self.archive_downloads)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Indexes kept, at most (beyond, the oldest reads are forgotten).
+const KEPT_INDEXES: usize = 256;
+
 impl ChartCache {
     /// The version of `chart` that `range` picks in `repo` (`None`: the latest stable), and its
-    /// archive: from the cache when the index lists the same URL, version and digest.
+    /// archive: from the cache when the index lists the same URL, version and digest. The
+    /// index is read again only when the last read (by any Sync, with the same credentials) is
+    /// older than `max_age`.
     pub async fn fetch(
         &self,
         repo: &Repository,
         chart: &str,
         range: Option<&str>,
+        max_age: Duration,
     ) -> Result<Fetched, ChartError> {
-        let client = client(repo)?;
-        let base = repo.url.trim_end_matches('/');
-        let index_url = if base.ends_with("/index.yaml") {
-            base.to_owned()
-        } else {
-            format!("{base}/index.yaml")
-        };
-        self.index_reads.fetch_add(1, Ordering::Relaxed);
-        let index = get(&client, repo, &index_url, MAX_INDEX_BYTES).await?;
-        let picked = Index::parse(&repo.url, &index)?.pick(chart, range)?;
+        let client = self.client(repo)?;
+        let index = self.index(&client, repo, max_age).await?;
+        let picked = index.pick(chart, range)?;
         let key = (
             picked.url.clone(),
             picked.version.clone(),
@@ -168,6 +193,80 @@ impl ChartCache {
             digest: got,
             archive,
         })
+    }
+
+    /// The repository's index: the last read when it is younger than `max_age`.
+    async fn index(
+        &self,
+        client: &reqwest::Client,
+        repo: &Repository,
+        max_age: Duration,
+    ) -> Result<Arc<Index>, ChartError> {
+        let base = repo.url.trim_end_matches('/');
+        let index_url = if base.ends_with("/index.yaml") {
+            base.to_owned()
+        } else {
+            format!("{base}/index.yaml")
+        };
+        // Keyed by the credentials too (as a digest): a Sync whose Secret is wrong must not be
+        // served what another's read.
+        let key = format!("{index_url}\0{}", repo.auth_digest());
+        if let Some((at, index)) = self.indexes.lock().ok().and_then(|i| i.get(&key).cloned())
+            && at.elapsed() < max_age
+        {
+            return Ok(index);
+        }
+        self.index_reads.fetch_add(1, Ordering::Relaxed);
+        let bytes = get(client, repo, &index_url, MAX_INDEX_BYTES).await?;
+        let index = Arc::new(Index::parse(&repo.url, &bytes)?);
+        if let Ok(mut i) = self.indexes.lock() {
+            if i.len() >= KEPT_INDEXES {
+                i.clear();
+            }
+            i.insert(key, (std::time::Instant::now(), index.clone()));
+        }
+        Ok(index)
+    }
+
+    /// A client trusting the repository's CA, reused across fetches (its connections with it).
+    fn client(&self, repo: &Repository) -> Result<reqwest::Client, ChartError> {
+        let key = format!(
+            "{:?}\0{}",
+            repo.timeout,
+            repo.ca_pem
+                .as_deref()
+                .map(|p| hex::encode(Sha256::digest(p)))
+                .unwrap_or_default()
+        );
+        if let Some(c) = self.clients.lock().ok().and_then(|c| c.get(&key).cloned()) {
+            return Ok(c);
+        }
+        let c = client(repo)?;
+        if let Ok(mut clients) = self.clients.lock() {
+            clients.insert(key, c.clone());
+        }
+        Ok(c)
+    }
+}
+
+impl Repository {
+    /// A digest of the credentials (empty without), to key what they read by.
+    fn auth_digest(&self) -> String {
+        let mut h = Sha256::new();
+        match &self.auth {
+            None => return String::new(),
+            Some(Auth::Basic { username, password }) => {
+                h.update(b"basic\0");
+                h.update(username.as_bytes());
+                h.update(b"\0");
+                h.update(password.as_bytes());
+            }
+            Some(Auth::Bearer(t)) => {
+                h.update(b"bearer\0");
+                h.update(t.as_bytes());
+            }
+        }
+        hex::encode(h.finalize())
     }
 }
 

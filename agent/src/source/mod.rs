@@ -9,6 +9,7 @@
 pub mod chart_index;
 pub mod charts;
 pub mod credentials;
+pub mod oci;
 pub mod refs;
 pub mod semver_range;
 pub mod ssh;

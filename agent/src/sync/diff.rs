@@ -190,7 +190,10 @@ pub async fn diff(
 ) -> Result<Report, sync::Error> {
     let rev = sync::fetch(cache, cfg).await?;
     let revision = rev.revision();
-    let manifests = sync::render_revision(cfg, keys, std::sync::Arc::new(rev)).await?;
+    let resolved = sync::resolve_chart(cfg).await?;
+    let manifests = sync::render_revision(cfg, keys, std::sync::Arc::new(rev), resolved).await?;
+    // Hooks are created when they run, not applied: they have no diff.
+    let (manifests, _hooks) = crate::plan::hooks::split(manifests)?;
     let applier = &cfg.applier(client).await?;
     // Built before streaming: a closure in the stream trips rustc's higher-ranked `Send` check
     // (rust-lang/rust#102211) once axum needs the handler's future to be `Send`.

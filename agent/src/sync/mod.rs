@@ -5,10 +5,12 @@
 
 pub mod diff;
 pub mod externals;
+pub mod helm;
 
 use std::time::Duration;
 
 use crate::apply::{self, Applier};
+use crate::plan::hooks::Phase;
 use crate::plan::{self, Inventory, ObjectId, Stage};
 use crate::render::{self, Document, Manifest, Render};
 use crate::secrets::{self, DecryptionKeys};
@@ -55,8 +57,19 @@ pub struct Config {
     pub interrupt: Option<apply::Interrupt>,
     /// Confine every object to this namespace ([`Applier::tenant`]).
     pub tenant: Option<String>,
-    /// The renderer (the kustomize helper, each Sync's last render).
+    /// The renderer (the kustomize and Helm helpers, each Sync's last render).
     pub render: Render,
+    /// Render a Helm chart instead of the path's files.
+    pub helm: Option<std::sync::Arc<helm::HelmSync>>,
+    /// Charts fetched and indexes read, shared by the agent's Syncs.
+    pub charts: std::sync::Arc<source::charts::ChartCache>,
+    /// How long an index read stays good (the Sync's interval).
+    pub chart_interval: Duration,
+    /// The longest a hook, or the health wait before the PostSync hooks, may take.
+    pub timeout: Duration,
+    /// A Helm Sync: the inputs digest last applied with `skip_if_commit`; the commit is skipped
+    /// only when the chart and `valuesFrom` resolve to it again.
+    pub skip_if_inputs: Option<String>,
 }
 
 impl Config {
@@ -69,6 +82,7 @@ impl Config {
         applier.ignore.clone_from(&self.ignore);
         applier.force.clone_from(&self.force);
         applier.interrupt.clone_from(&self.interrupt);
+        applier.default_namespace = self.helm.as_ref().map(|h| h.config.namespace.clone());
         Ok(applier)
     }
 
@@ -95,6 +109,11 @@ impl Config {
             interrupt: None,
             tenant: None,
             render: Render::default(),
+            helm: None,
+            charts: Default::default(),
+            chart_interval: Duration::from_secs(300),
+            timeout: Duration::from_secs(300),
+            skip_if_inputs: None,
         }
     }
 }
@@ -106,6 +125,9 @@ pub enum Error {
     /// Fetching the revision failed.
     #[error("source: {0}")]
     Source(#[from] source::Error),
+    /// Fetching the chart failed (nothing was rendered, applied or pruned).
+    #[error("source: chart {0}")]
+    Chart(#[from] source::charts::ChartError),
     /// The blocking fetch task failed.
     #[error("source: the fetch task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -147,6 +169,10 @@ pub struct Outcome {
     pub duration: Duration,
     /// The commit was the one last applied: nothing was rendered or applied.
     pub skipped: bool,
+    /// A Helm Sync's chart (`name version (sha256:…)`), for a chart from a repository.
+    pub chart: Option<String>,
+    /// A Helm Sync's inputs digest ([`crate::render::helm::Chart::inputs`]).
+    pub inputs: Option<String>,
 }
 
 impl Outcome {
@@ -202,17 +228,27 @@ pub async fn render(
     .map_err(|e| render::Error::Task(e.to_string()))??)
 }
 
-/// The manifests of a fetched revision: its files rendered ([`render`]), then decrypted, and
-/// the target namespace when `createNamespace` asks for it and the revision does not declare
-/// it.
+/// The manifests of a fetched revision: its files rendered ([`render`]) then decrypted, or,
+/// for a Helm Sync, its chart (`resolved`) rendered with its values; and the target namespace
+/// when `createNamespace` asks for it and the revision does not declare it.
 pub async fn render_revision(
     cfg: &Config,
     keys: &DecryptionKeys,
     rev: std::sync::Arc<source::Revision>,
+    resolved: Option<helm::Resolved>,
 ) -> Result<Vec<Manifest>, Error> {
-    let documents = render(cfg, rev.clone()).await?;
-    let mut manifests = secrets::decrypt(&rev.files, documents.iter().cloned().collect(), keys)?;
-    if let (true, Some(ns)) = (cfg.create_namespace, &cfg.target_namespace) {
+    let mut manifests = match (&cfg.helm, resolved) {
+        (Some(h), Some(resolved)) => helm::render(&cfg.render, h.clone(), keys, rev, resolved).await?,
+        _ => {
+            let documents = render(cfg, rev.clone()).await?;
+            secrets::decrypt(&rev.files, documents.iter().cloned().collect(), keys)?
+        }
+    };
+    let namespace = cfg
+        .target_namespace
+        .as_ref()
+        .or(cfg.helm.as_ref().map(|h| &h.config.namespace));
+    if let (true, Some(ns)) = (cfg.create_namespace, namespace) {
         let declared = manifests
             .iter()
             .any(|m| m.field("/kind") == "Namespace" && m.field("/metadata/name") == ns);
@@ -226,6 +262,14 @@ pub async fn render_revision(
     Ok(manifests)
 }
 
+/// A Helm Sync's chart, resolved (`None` for other Syncs).
+pub async fn resolve_chart(cfg: &Config) -> Result<Option<helm::Resolved>, Error> {
+    match &cfg.helm {
+        None => Ok(None),
+        Some(h) => Ok(Some(helm::resolve(&cfg.charts, h, cfg.chart_interval).await?)),
+    }
+}
+
 /// Renders, decrypts, plans, applies and prunes one fetched revision (`started`: when the sync
 /// began, for [`Outcome::duration`]).
 pub async fn sync_revision(
@@ -236,7 +280,16 @@ pub async fn sync_revision(
     rev: source::Revision,
     started: std::time::Instant,
 ) -> Result<Outcome, Error> {
-    if cfg.force.is_empty() && cfg.skip_if_commit.as_deref() == Some(rev.commit.as_str()) {
+    let resolved = resolve_chart(cfg).await?;
+    let inputs = match (&cfg.helm, &resolved) {
+        (Some(h), Some(r)) => Some(r.chart(&rev.path).inputs(&h.config)),
+        _ => None,
+    };
+    let chart = resolved.as_ref().and_then(|r| r.status.clone());
+    if cfg.force.is_empty()
+        && cfg.skip_if_commit.as_deref() == Some(rev.commit.as_str())
+        && cfg.skip_if_inputs == inputs
+    {
         return Ok(Outcome {
             commit: rev.commit,
             reference: rev.reference,
@@ -248,15 +301,68 @@ pub async fn sync_revision(
             inventory: last.clone(),
             duration: started.elapsed(),
             skipped: true,
+            chart,
+            inputs,
         });
     }
     let rev = std::sync::Arc::new(rev);
-    let manifests = render_revision(cfg, keys, rev.clone()).await?;
+    let manifests = render_revision(cfg, keys, rev.clone(), resolved).await?;
+    let (manifests, hooks) = plan::hooks::split(manifests)?;
     let steps = plan::steps(&manifests)?;
     let mut applier = cfg.applier(client.clone()).await?;
     applier.check_scope(&manifests)?;
-    let (inventory, report) = apply_steps(&client, cfg, &mut applier, &manifests, &steps, last).await?;
-    let pruned = prune(cfg, &applier, last, &inventory).await?;
+    let hook_manifests: Vec<Manifest> = hooks.iter().map(|h| h.manifest.clone()).collect();
+    applier.check_scope(&hook_manifests)?;
+    drop(hook_manifests);
+    let mut report = apply::Report::default();
+    let result = async {
+        let pre_sync_at = pre_sync_step(&applier, &manifests, &steps, &hooks);
+        let inventory = apply_steps(
+            &client,
+            cfg,
+            &mut applier,
+            &manifests,
+            &steps,
+            last,
+            (&hooks, pre_sync_at),
+            &mut report,
+        )
+        .await?;
+        applier
+            .run_hooks(&hooks, Phase::Sync, cfg.timeout, &mut report)
+            .await?;
+        let pruned = prune(cfg, &applier, last, &inventory).await?;
+        if !plan::hooks::waves(&hooks, Phase::PostSync).is_empty() {
+            apply::wait::inventory_healthy(
+                &client,
+                &cfg.owner,
+                &inventory,
+                cfg.timeout,
+                cfg.interrupt.clone(),
+            )
+            .await?;
+            applier
+                .run_hooks(&hooks, Phase::PostSync, cfg.timeout, &mut report)
+                .await?;
+        }
+        Ok::<_, Error>((inventory, pruned))
+    }
+    .await;
+    let (inventory, pruned) = match result {
+        Ok(done) => done,
+        Err(e) => {
+            if !plan::hooks::waves(&hooks, Phase::SyncFail).is_empty() {
+                let mut ignored = apply::Report::default();
+                if let Err(h) = applier
+                    .run_hooks(&hooks, Phase::SyncFail, cfg.timeout, &mut ignored)
+                    .await
+                {
+                    tracing::warn!(error = %h, "a SyncFail hook failed");
+                }
+            }
+            return Err(e);
+        }
+    };
     Ok(Outcome {
         commit: rev.commit.clone(),
         reference: rev.reference.clone(),
@@ -265,11 +371,64 @@ pub async fn sync_revision(
         inventory,
         duration: started.elapsed(),
         skipped: false,
+        chart,
+        inputs,
     })
 }
 
+/// The step before which the PreSync hooks run: the first, unless a hook mounts a Secret of
+/// the revision or goes to a namespace the revision creates: then after the secrets stage
+/// (hooks never run before the secrets they mount exist).
+fn pre_sync_step(
+    applier: &Applier,
+    manifests: &[Manifest],
+    steps: &[plan::Step<'_>],
+    hooks: &[plan::hooks::HookManifest],
+) -> usize {
+    let namespace_of = |m: &Manifest| applier.namespace_of(m);
+    let secrets: std::collections::BTreeSet<(String, String)> = manifests
+        .iter()
+        .filter(|m| {
+            m.field("/kind") == "Secret"
+                || m.field("/kind") == "SealedSecret"
+                || m.field("/kind") == "ExternalSecret"
+        })
+        .map(|m| {
+            let name = match m.field("/kind") {
+                "ExternalSecret" => m
+                    .object
+                    .pointer("/spec/target/name")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or(m.field("/metadata/name"))
+                    .to_owned(),
+                _ => m.field("/metadata/name").to_owned(),
+            };
+            (namespace_of(m), name)
+        })
+        .collect();
+    let namespaces: std::collections::BTreeSet<String> = manifests
+        .iter()
+        .filter(|m| m.field("/kind") == "Namespace")
+        .map(|m| m.field("/metadata/name").to_owned())
+        .collect();
+    let needs = hooks
+        .iter()
+        .filter(|h| h.hook.phases.contains(&Phase::PreSync))
+        .any(|h| plan::hooks::needs_revision_objects(h, &secrets, &namespaces, namespace_of));
+    if needs {
+        steps
+            .iter()
+            .rposition(|s| s.stage <= Stage::Secrets)
+            .map_or(0, |i| i + 1)
+    } else {
+        0
+    }
+}
+
 /// Applies the steps in order; the revision's ExternalSecrets are materialised once they (and
-/// their stores) are applied, after the last secrets step and before any workload.
+/// their stores) are applied, after the last secrets step and before any workload; the PreSync
+/// hooks run before step `pre_sync_at` (after the last when it is `steps.len()`).
+#[allow(clippy::too_many_arguments)]
 async fn apply_steps(
     client: &kube::Client,
     cfg: &Config,
@@ -277,7 +436,9 @@ async fn apply_steps(
     manifests: &[Manifest],
     steps: &[plan::Step<'_>],
     last: &Inventory,
-) -> Result<(Inventory, apply::Report), Error> {
+    (hooks, pre_sync_at): (&[plan::hooks::HookManifest], usize),
+    report: &mut apply::Report,
+) -> Result<Inventory, Error> {
     let external = externals::Externals::of(
         manifests,
         cfg.target_namespace.as_deref().or(cfg.tenant.as_deref()),
@@ -289,16 +450,19 @@ async fn apply_steps(
     };
     let last_secrets_step = steps.iter().rposition(|s| s.stage == Stage::Secrets);
     let mut inventory = Inventory::default();
-    let mut report = apply::Report::default();
-    for (i, step) in steps.iter().enumerate() {
-        applier
-            .apply_step(step, last, &mut inventory, &mut report)
-            .await?;
+    for i in 0..=steps.len() {
+        if i == pre_sync_at {
+            applier
+                .run_hooks(hooks, Phase::PreSync, cfg.timeout, report)
+                .await?;
+        }
+        let Some(step) = steps.get(i) else { break };
+        applier.apply_step(step, last, &mut inventory, report).await?;
         if let (Some(engine), true) = (&engine, last_secrets_step == Some(i)) {
             external.materialize(client, engine).await?;
         }
     }
-    Ok((inventory, report))
+    Ok(inventory)
 }
 
 /// Prunes what left Git, within the budget (when pruning is on); returns what was deleted.

@@ -49,14 +49,17 @@ async fn a_chart_from_an_https_repository_with_basic_auth_is_fetched_checked_and
     };
     let cache = ChartCache::default();
     let fetched = cache
-        .fetch(&repo(PASSWORD), "web", Some(">=1.0 <2"))
+        .fetch(&repo(PASSWORD), "web", Some(">=1.0 <2"), Duration::ZERO)
         .await
         .unwrap();
     assert_eq!(fetched.version, "1.2.3");
     let file = std::fs::read(root.join("web-1.2.3.tgz")).unwrap();
     assert_eq!(*fetched.archive, file);
     // The same version again: the index is read, the archive is not downloaded.
-    let again = cache.fetch(&repo(PASSWORD), "web", None).await.unwrap();
+    let again = cache
+        .fetch(&repo(PASSWORD), "web", None, Duration::ZERO)
+        .await
+        .unwrap();
     assert_eq!(again.digest, fetched.digest);
     assert_eq!(cache.index_reads.load(Ordering::Relaxed), 2);
     assert_eq!(cache.archive_downloads.load(Ordering::Relaxed), 1);
@@ -79,14 +82,14 @@ async fn a_chart_from_an_https_repository_with_basic_auth_is_fetched_checked_and
 
     let mut messages = Vec::new();
     let e = ChartCache::default()
-        .fetch(&repo("wrong"), "web", None)
+        .fetch(&repo("wrong"), "web", None, Duration::ZERO)
         .await
         .unwrap_err()
         .to_string();
     assert!(e.ends_with("/index.yaml: HTTP 401 Unauthorized"), "{e}");
     messages.push(e);
     let e = cache
-        .fetch(&repo(PASSWORD), "web", Some("^2"))
+        .fetch(&repo(PASSWORD), "web", Some("^2"), Duration::ZERO)
         .await
         .unwrap_err()
         .to_string();
@@ -98,7 +101,7 @@ async fn a_chart_from_an_https_repository_with_basic_auth_is_fetched_checked_and
     // The archive replaced behind the index: refused against the index's digest.
     std::fs::write(root.join("web-1.2.3.tgz"), b"not the chart").unwrap();
     let e = ChartCache::default()
-        .fetch(&repo(PASSWORD), "web", None)
+        .fetch(&repo(PASSWORD), "web", None, Duration::ZERO)
         .await
         .unwrap_err();
     assert!(matches!(e, ChartError::Digest { .. }), "{e}");

@@ -7,7 +7,7 @@ use std::process::{Child, Command};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use lockstep_agent::api::{Condition, Sync};
 use lockstep_agent::reconciler::{self, Context, Scope, metrics::Metrics};
 use lockstep_agent::secrets::sealing;
@@ -230,10 +230,20 @@ pub async fn wait_for(
     pred: impl Fn(&Sync) -> bool,
 ) -> Sync {
     let api: Api<Sync> = Api::namespaced(client.clone(), ns);
-    eventually(&format!("Sync {ns}/{name}"), secs, async || {
-        api.get_opt(name).await.ok()?.filter(|s| pred(s))
-    })
-    .await
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let last = api.get_opt(name).await.ok().flatten();
+        match last {
+            Some(s) if pred(&s) => return s,
+            _ if std::time::Instant::now() >= deadline => panic!(
+                "timed out after {secs} s waiting for Sync {ns}/{name}; its status: {}",
+                last.and_then(|s| s.status)
+                    .map(|st| serde_json::to_string(&st.conditions).unwrap())
+                    .unwrap_or_default()
+            ),
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
 }
 
 /// Waits until the Sync `ns/name` has `Ready` with status `status`; returns it.
@@ -263,6 +273,8 @@ pub struct Controller {
     pub metrics: Metrics,
     /// Its renderer (how many kustomize builds it started).
     pub render: lockstep_agent::render::Render,
+    /// Its chart cache (index reads, archive downloads).
+    pub charts: Arc<lockstep_agent::source::charts::ChartCache>,
     handle: tokio::task::JoinHandle<()>,
 }
 
@@ -307,7 +319,9 @@ impl Controller {
         ctx.scope = Scope::Namespace(ns.to_owned());
         ctx.tenant_isolation = opts.tenant_isolation;
         ctx.render.kustomize = Some(lockstep_kustomize::Helper::new(kustomize_helper()));
+        ctx.render.helm = Some(lockstep_helm::Helper::new(lockstep_tests::peer("lockstep-helm")));
         let render = ctx.render.clone();
+        let charts = ctx.charts.clone();
         let metrics = ctx.metrics.clone();
         let readiness = reconciler::Readiness::default();
         let gate = readiness.gate("syncs");
@@ -324,6 +338,7 @@ impl Controller {
         Self {
             metrics,
             render,
+            charts,
             handle,
         }
     }
@@ -478,4 +493,74 @@ impl Agent {
 /// Sleeps a little, to let watches list before a change is made.
 pub async fn settle() {
     tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+/// A stand-in for the kubelet in `ns` (the test control plane has none; its real job
+/// controller makes the Pods of Jobs and completes them): every Pod a Job made is marked
+/// `Succeeded`, or `Failed` when its template has the label `lockstep-test/outcome: fail`; every
+/// other Pod `Running` and `Ready`; and, standing in for the deployment controller the test
+/// control plane does not run, every Deployment rolled out. Returns the task and the names of
+/// the Jobs whose Pods it finished, in order.
+pub fn kubelet(
+    client: &kube::Client,
+    ns: &str,
+) -> (tokio::task::JoinHandle<()>, Arc<std::sync::Mutex<Vec<String>>>) {
+    use k8s_openapi::api::core::v1::Pod;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), ns);
+    let finished = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = finished.clone();
+    let handle = tokio::spawn(async move {
+        loop {
+            if let Ok(list) = pods.list(&Default::default()).await {
+                for p in list.items {
+                    let name = p.metadata.name.clone().unwrap_or_default();
+                    let labels = p.metadata.labels.clone().unwrap_or_default();
+                    let phase = p
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.phase.clone())
+                        .unwrap_or_default();
+                    let status = if let Some(job) = labels.get("job-name") {
+                        if phase == "Succeeded" || phase == "Failed" {
+                            continue;
+                        }
+                        let fail = labels.get("lockstep-test/outcome").map(String::as_str) == Some("fail");
+                        seen.lock().unwrap().push(job.clone());
+                        let phase = if fail { "Failed" } else { "Succeeded" };
+                        json!({ "status": { "phase": phase } })
+                    } else {
+                        if phase == "Running" {
+                            continue;
+                        }
+                        json!({ "status": { "phase": "Running", "conditions": [
+                            { "type": "Ready", "status": "True" }, { "type": "ContainersReady", "status": "True" },
+                            { "type": "PodScheduled", "status": "True" }, { "type": "Initialized", "status": "True" }] } })
+                    };
+                    let _ = pods
+                        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                        .await;
+                }
+            }
+            if let Ok(list) = deployments.list(&Default::default()).await {
+                for d in list.items {
+                    let generation = d.metadata.generation.unwrap_or_default();
+                    if d.status.as_ref().and_then(|s| s.observed_generation) == Some(generation) {
+                        continue;
+                    }
+                    let n = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                    let status = json!({ "status": { "observedGeneration": generation, "replicas": n,
+                        "updatedReplicas": n, "readyReplicas": n, "availableReplicas": n, "conditions": [
+                        { "type": "Available", "status": "True", "reason": "MinimumReplicasAvailable" },
+                        { "type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable" }] } });
+                    let name = d.metadata.name.unwrap_or_default();
+                    let _ = deployments
+                        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                        .await;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
+    (handle, finished)
 }

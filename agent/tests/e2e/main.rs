@@ -19,6 +19,7 @@ mod deploy;
 mod drift;
 mod external;
 mod health;
+mod helm;
 mod image;
 mod kustomize;
 mod operations;
