@@ -13,6 +13,8 @@ use crate::controlplane::{HarnessError, Proc, Result, free_port, io, spawn, tail
 pub struct Service {
     proc: Proc,
     _dir: tempfile::TempDir,
+    /// Its configuration's directory, when it has one besides the log's.
+    _config: Option<tempfile::TempDir>,
     /// Base URL, e.g. `http://127.0.0.1:40123`.
     pub url: String,
     /// The OpenBao root token (dev mode), empty for other services.
@@ -99,6 +101,7 @@ fn start(name: &'static str, mut cmd: Command, port: u16, token: &str, ready: &s
             return Ok(Service {
                 proc,
                 _dir: dir,
+                _config: None,
                 url,
                 token: token.to_owned(),
             });
@@ -267,6 +270,7 @@ exec "$@""#;
     Ok(Service {
         proc,
         _dir: dir,
+        _config: None,
         url: String::new(),
         token: String::new(),
     })
@@ -359,7 +363,7 @@ srv.serve_forever()
     }
     let mut svc = start("chart-repository", cmd, port, "", "")?;
     svc.url = format!("https://127.0.0.1:{port}");
-    svc._dir = dir;
+    svc._config = Some(dir);
     Ok((svc, ca))
 }
 
@@ -397,7 +401,7 @@ pub fn oci_registry(user: &str, password: &str) -> Result<(Service, String)> {
     cmd.arg("serve").arg(p("config.yml"));
     let mut svc = start("registry", cmd, port, "", "")?;
     svc.url = format!("127.0.0.1:{port}");
-    svc._dir = dir;
+    svc._config = Some(dir);
     Ok((svc, ca))
 }
 
@@ -487,7 +491,7 @@ srv.serve_forever()
     let ready = if tls.is_some() { "" } else { "/" };
     let mut svc = start("git-http-backend", cmd, port, "", ready)?;
     svc.url = format!("{scheme}://127.0.0.1:{port}/cgi-bin/git");
-    svc._dir = dir;
+    svc._config = Some(dir);
     Ok(svc)
 }
 

@@ -64,12 +64,22 @@ pub fn plain(file: &str, bytes: &[u8]) -> Result<Plain> {
 
 /// Checks that a document is a Kubernetes object: `apiVersion`, `kind` and `metadata.name`.
 pub fn check_object(origin: &str, o: &Json) -> Result<()> {
+    let present = |ptr: &str| {
+        o.pointer(ptr)
+            .and_then(Json::as_str)
+            .is_some_and(|s| !s.is_empty())
+    };
     for (field, ptr) in [
         ("apiVersion", "/apiVersion"),
         ("kind", "/kind"),
         ("metadata.name", "/metadata/name"),
     ] {
-        if o.pointer(ptr).and_then(Json::as_str).is_none_or(|s| s.is_empty()) {
+        // `generateName` stands in for a name (a hook, created rather than applied; the plan
+        // refuses it on any other object).
+        if ptr == "/metadata/name" && present("/metadata/generateName") {
+            continue;
+        }
+        if !present(ptr) {
             return Err(Error::Object {
                 origin: origin.into(),
                 message: format!("{field} is missing"),

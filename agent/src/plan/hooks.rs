@@ -234,6 +234,9 @@ pub fn split(
     let mut hooks = Vec::new();
     for m in manifests {
         match role(&m.origin, &m.object)? {
+            Role::Resource if m.field("/metadata/name").is_empty() => {
+                return Err(Error::GeneratedName { origin: m.origin });
+            }
             Role::Resource => resources.push(m),
             Role::Hook(hook) => hooks.push(HookManifest { hook, manifest: m }),
             Role::Skipped => {}
@@ -408,6 +411,15 @@ mod tests {
             m("skipped", json!({ARGO_HOOK: "Skip"})),
         ])
         .unwrap();
+        let generated = crate::render::Manifest::plain(
+            "job.yaml",
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"generateName": "x-"}}),
+        );
+        let e = split(vec![generated]).unwrap_err().to_string();
+        assert!(
+            e.starts_with("job.yaml: metadata.name is missing (metadata.generateName is for hooks"),
+            "{e}"
+        );
         assert_eq!(resources.len(), 1);
         let pre: Vec<(i64, Vec<&str>)> = waves(&hooks, Phase::PreSync)
             .into_iter()

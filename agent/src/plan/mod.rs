@@ -42,6 +42,14 @@ pub enum Error {
         /// The values it may have.
         expected: String,
     },
+    /// An object with `generateName` and no name that is not a hook: it cannot be applied.
+    #[error(
+        "{origin}: metadata.name is missing (metadata.generateName is for hooks, which are created rather than applied: annotate it with argocd.argoproj.io/hook or helm.sh/hook)"
+    )]
+    GeneratedName {
+        /// File and document.
+        origin: String,
+    },
     /// Secret material came without the digest of its encrypted source.
     #[error("{origin}: secret material without a source digest")]
     NoSourceDigest {

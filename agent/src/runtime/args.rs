@@ -80,10 +80,13 @@ pub struct Args {
     /// `PATH`.
     #[arg(long, env = "LOCKSTEP_KUSTOMIZE_HELPER")]
     pub kustomize_helper: Option<std::path::PathBuf>,
-    /// The longest a kustomize build may take, as a Go duration.
+    /// The Helm helper (`lockstep-helm`); by default beside this binary, else on `PATH`.
+    #[arg(long, env = "LOCKSTEP_HELM_HELPER")]
+    pub helm_helper: Option<std::path::PathBuf>,
+    /// The longest a kustomize build or a chart render may take, as a Go duration.
     #[arg(long, env = "LOCKSTEP_RENDER_TIMEOUT", default_value = "60s")]
     pub render_timeout: String,
-    /// The most a kustomize build may print, in bytes.
+    /// The most a kustomize build or a chart render may print, in bytes.
     #[arg(long, env = "LOCKSTEP_RENDER_MAX_OUTPUT", default_value_t = lockstep_kustomize::Helper::DEFAULT_MAX_OUTPUT)]
     pub render_max_output: usize,
     /// Confine every Sync outside the agent's namespace to its own namespace: no cluster-scoped

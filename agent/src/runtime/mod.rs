@@ -97,6 +97,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     ctx.tenant_isolation = args.tenant_isolation;
     ctx.scope = scope(&args);
     ctx.render.kustomize = kustomize_helper(&args)?;
+    ctx.render.helm = helm_helper(&args)?;
     let metrics = ctx.metrics.clone();
     let (admin, readiness) = endpoints(&args, &client, &keys, metrics.clone(), &shutdown, &ctx.render);
     // Every replica serves the endpoints; only the leader runs the controllers.
@@ -225,6 +226,18 @@ fn kustomize_helper(args: &Args) -> Result<Option<lockstep_kustomize::Helper>, E
                 max_output: args.render_max_output,
                 origins: false,
             }
+        }),
+    )
+}
+
+/// The Helm helper the flags describe, with the same limits.
+fn helm_helper(args: &Args) -> Result<Option<lockstep_helm::Helper>, Error> {
+    let timeout = duration(&args.render_timeout, "render-timeout")?;
+    Ok(
+        lockstep_helm::Helper::locate(args.helm_helper.as_deref()).map(|program| lockstep_helm::Helper {
+            program,
+            timeout,
+            max_output: args.render_max_output,
         }),
     )
 }

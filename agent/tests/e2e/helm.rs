@@ -257,6 +257,49 @@ async fn a_chart_in_git_with_sops_values_and_hooks_syncs_in_order_and_failures_n
     .await;
     assert_ne!(first, c);
 
+    // `lockstep diff` (the agent's /v1/diff) renders the chart as the sync does: a values change,
+    // the Sync suspended, shows the Deployment reconfigured, no hook, and no value.
+    Api::<Sync>::namespaced(client.clone(), &ns)
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "suspend": true } })),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    repo.write(
+        "charts/app/values-prod.yaml",
+        "image: registry.k8s.io/pause:3.9\n",
+    );
+    repo.commit("a new image");
+    let mut differ = lockstep_agent::reconciler::Differ::new(
+        client.clone(),
+        lockstep_agent::source::GitCache::new(keydir.path().join("diff-cache")),
+        lockstep_agent::secrets::sealing::fixed(lockstep_agent::secrets::sealing::SealingKeys {
+            ring: Default::default(),
+            newest: None,
+        }),
+    );
+    differ.render.helm = Some(lockstep_helm::Helper::new(lockstep_tests::peer("lockstep-helm")));
+    let report = differ.diff(&ns, "app").await.unwrap();
+    let web = report
+        .changes
+        .iter()
+        .find(|c| c.object.contains("Deployment") && c.object.contains("web"))
+        .unwrap_or_else(|| panic!("no change to the Deployment: {report:?}"));
+    assert_eq!(web.action, "configured");
+    assert!(
+        web.diff
+            .lines()
+            .any(|l| l.starts_with('+') && l.contains("pause:3.9")),
+        "{}",
+        web.diff
+    );
+    let text = serde_json::to_string(&report).unwrap();
+    assert!(!text.contains(&canary), "a value in the diff");
+    assert!(!text.contains("migrate"), "a hook in the diff: {text}");
+
     // The canaries: in no status, event or log.
     let status = serde_json::to_string(
         &Api::<Sync>::namespaced(client.clone(), &ns)
@@ -519,5 +562,77 @@ async fn charts_from_a_helm_repository_and_an_oci_registry_are_fetched_by_range_
     }
     assert!(!logs().text().contains(&password), "a credential in the logs");
     drop(ctl);
+    stand_in.abort();
+}
+
+#[tokio::test]
+async fn hooks_of_a_plain_directory_run_around_the_sync_and_are_replaced_by_the_next() {
+    let (client, ns) = setup("hooks-plain").await;
+    let repo = Repo::new();
+    let job = |meta: &str, annotations: &str| {
+        format!(
+            "apiVersion: batch/v1\nkind: Job\nmetadata:\n  {meta}\n  annotations:\n{annotations}spec:\n  backoffLimit: 0\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{{name: h, image: busybox}}]\n"
+        )
+    };
+    repo.write("cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  v: \"1\"\n")
+        .write("pre.yaml", &job("generateName: pre-", "    argocd.argoproj.io/hook: PreSync\n"))
+        .write(
+            "post.yaml",
+            &job(
+                "name: post",
+                "    argocd.argoproj.io/hook: PostSync\n    argocd.argoproj.io/hook-delete-policy: HookSucceeded\n",
+            ),
+        );
+    repo.commit("hooks");
+    let (stand_in, finished) = kubelet(&client, &ns);
+    let _ctl = Controller::start(&client, &ns).await;
+    create(
+        &client,
+        &ns,
+        &sync(
+            "plain",
+            &repo.url(),
+            json!({ "source": { "interval": "1s" }, "targetNamespace": ns }),
+        ),
+    )
+    .await;
+    let s = wait_ready(&client, &ns, "plain", "True", 90).await;
+    assert!(s.status.unwrap().inventory.iter().all(|e| e.kind == "ConfigMap"));
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let pre_jobs = async || -> Vec<String> {
+        jobs.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|j| j.metadata.name.filter(|n| n.starts_with("pre-")))
+            .collect()
+    };
+    let first = pre_jobs().await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    let ran = finished.lock().unwrap().clone();
+    assert_eq!(ran, [first[0].clone(), "post".to_owned()]);
+    eventually("the PostSync hook deleted (HookSucceeded)", 30, async || {
+        jobs.get_opt("post").await.unwrap().is_none().then_some(())
+    })
+    .await;
+
+    // The next commit: the last PreSync run deleted (BeforeHookCreation), a new one created.
+    repo.write(
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  v: \"2\"\n",
+    );
+    let c = repo.commit("v2");
+    wait_for(&client, &ns, "plain", 90, |s| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.last_applied_revision.as_deref())
+            .is_some_and(|r| r.ends_with(&c))
+    })
+    .await;
+    let second = pre_jobs().await;
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert_ne!(second, first, "the PreSync hook was not created anew");
+    assert_eq!(finished.lock().unwrap().len(), 4);
     stand_in.abort();
 }

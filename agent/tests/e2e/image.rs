@@ -52,6 +52,7 @@ fn the_image_root_runs_the_agent_the_cli_and_ssh_as_nonroot() {
             .arg(&agent)
             .arg(&cli)
             .arg(super::fixtures::kustomize_helper())
+            .arg(lockstep_tests::peer("lockstep-helm"))
             .output()
             .unwrap(),
         "rootfs.sh",
@@ -108,6 +109,39 @@ fn the_image_root_runs_the_agent_the_cli_and_ssh_as_nonroot() {
             && built.contains("name: prod-settings"),
         "{built}"
     );
+
+    // And the Helm helper: a chart directory rendered.
+    for (file, text) in [
+        (
+            "tmp/repo/chart/Chart.yaml",
+            "apiVersion: v2\nname: chart\nversion: 0.1.0\n",
+        ),
+        (
+            "tmp/repo/chart/templates/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-settings\n",
+        ),
+    ] {
+        std::fs::create_dir_all(root.join(file).parent().unwrap()).unwrap();
+        std::fs::write(root.join(file), text).unwrap();
+    }
+    let built = ok(
+        in_root(
+            &root,
+            "/usr/local/bin/lockstep",
+            &[
+                "build",
+                "/tmp/repo/chart",
+                "--root",
+                "/tmp/repo",
+                "--release-name",
+                "web",
+            ],
+            &[],
+        ),
+        "lockstep build (a chart)",
+    );
+    let built = String::from_utf8_lossy(&built);
+    assert!(built.contains("name: web-settings"), "{built}");
 
     // ssh resolves the user (it refuses to run for one it cannot look up) and reads no config.
     let config = ok(
