@@ -124,7 +124,7 @@ fn chart(repo: &Path, age: &AgeKey, home: &Path) -> String {
     for i in 0..COMPONENTS {
         let _ = write!(
             values,
-            "  - name: c-{i}\n    replicas: {}\n    port: {}\n    config:\n      LOG_LEVEL: info\n      RELEASE: \"{{{{ .Release.Name }}\"\n      PEERS: \"c-{}.{{{{ .Release.Namespace }}\"\n",
+            "  - name: c-{i}\n    replicas: {}\n    port: {}\n    config:\n      LOG_LEVEL: info\n      RELEASE: \"{{{{ .Release.Name }}}}\"\n      PEERS: \"c-{}.{{{{ .Release.Namespace }}}}\"\n",
             1 + i % 3,
             8000 + i,
             (i + 1) % COMPONENTS

@@ -293,6 +293,7 @@ fn chart(
         values,
         post_renderers: Vec::new(),
         redact: redact.clone(),
+        dependencies: Default::default(),
     };
     let rendered = lockstep_helm::template(&helper, lockstep_helm::Chart::Directory { files, dir }, &req)
         .map_err(CliError::Chart)?;

@@ -173,7 +173,7 @@ fn build_renders_a_chart_with_a_sops_values_file_as_helm_template_does() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("values file charts/app/secrets.yaml: SOPS-encrypted, but --decrypt was not given"),
+        err.contains("charts/app/secrets.yaml: a SOPS-encrypted values file, but --decrypt was not given"),
         "{err}"
     );
 

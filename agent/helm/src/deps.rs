@@ -136,7 +136,10 @@ fn yaml(files: &BTreeMap<String, Vec<u8>>, path: &str) -> Result<Option<Json>> {
         chart: path.to_owned(),
         source,
     };
-    let text = std::str::from_utf8(bytes).map_err(|_| dependency(path, "-", "not UTF-8 text"))?;
+    let text = std::str::from_utf8(bytes).map_err(|_| Error::ValuesFile {
+        file: path.to_owned(),
+        message: "not UTF-8 text".into(),
+    })?;
     let docs = lockstep_formats::yaml::load_documents(text).map_err(|e| format(e.in_file(path)))?;
     match docs.first() {
         Some(d) => Ok(Some(

@@ -101,8 +101,9 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
-    /// A values file cannot be read or decrypted (names the file, never a value).
-    #[error("values file {file}: {message}")]
+    /// A values file (or a chart's own `Chart.yaml`, `Chart.lock`) cannot be read or decrypted
+    /// (names the file, never a value).
+    #[error("{file}: {message}")]
     ValuesFile {
         /// The file.
         file: String,
@@ -233,6 +234,9 @@ pub struct Request {
     /// Values that must never reach a message (those of SOPS files and Secrets): replaced by
     /// `<redacted>` in whatever Helm says (a chart's `fail` or `required` may print a value).
     pub redact: Vec<Zeroizing<String>>,
+    /// A chart directory's dependencies fetched from their repositories, by name: (version,
+    /// archive), put under `charts/` as `helm dependency build` would.
+    pub dependencies: BTreeMap<String, (String, std::sync::Arc<Vec<u8>>)>,
 }
 
 /// The strings of a values tree worth redacting ([`Request::redact`]): every leaf of four
@@ -389,6 +393,14 @@ fn request<'a>(chart: Chart<'a>, req: &'a Request) -> Result<(Zeroizing<Vec<u8>>
                     deps::Place::Vendored => {}
                     deps::Place::Local(path) => {
                         add_dir(&mut entries, files, &path, &format!("chart/charts/{}", dep.name));
+                    }
+                    deps::Place::Remote if req.dependencies.contains_key(&dep.name) => {
+                        if let Some((version, archive)) = req.dependencies.get(&dep.name) {
+                            entries.push((
+                                format!("chart/charts/{}-{version}.tgz", dep.name),
+                                archive.as_slice(),
+                            ));
+                        }
                     }
                     deps::Place::Remote => {
                         return Err(Error::Dependency {

@@ -12,7 +12,7 @@ use crate::{Error, Result, Values, secret_strings};
 pub fn is_sops(file: &str, bytes: &[u8]) -> Result<bool> {
     let text = std::str::from_utf8(bytes).map_err(|_| Error::ValuesFile {
         file: file.to_owned(),
-        message: "not UTF-8".into(),
+        message: "a values file that is not UTF-8 text".into(),
     })?;
     let docs = lockstep_formats::yaml::load_documents(text).map_err(|e| Error::Sops(e.in_file(file)))?;
     Ok(docs.iter().any(|d| match d {
@@ -40,7 +40,7 @@ pub fn file(
     }
     let ids = ids.ok_or_else(|| Error::ValuesFile {
         file: file.to_owned(),
-        message: format!("SOPS-encrypted, but {needs_keys}"),
+        message: format!("a SOPS-encrypted values file, but {needs_keys}"),
     })?;
     let format = if file.ends_with(".json") {
         Format::Json
@@ -91,10 +91,8 @@ pub fn holds_any(o: &serde_json::Value, secrets: &[Zeroizing<String>]) -> bool {
     let mut stack = vec![o];
     while let Some(v) = stack.pop() {
         match v {
-            Json::String(s) => {
-                if secrets.iter().any(|x| !x.is_empty() && s.contains(x.as_str())) {
-                    return true;
-                }
+            Json::String(s) if secrets.iter().any(|x| !x.is_empty() && s.contains(x.as_str())) => {
+                return true;
             }
             Json::Array(a) => stack.extend(a),
             Json::Object(m) => stack.extend(m.values()),

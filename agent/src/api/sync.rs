@@ -130,6 +130,22 @@ pub struct HelmSpec {
     /// Kustomize steps run over the rendered objects, in order (Flux's `postRenderers`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub post_renderers: Vec<PostRenderer>,
+    /// Credentials for the repositories a chart's dependencies come from (`Chart.yaml`
+    /// `dependencies[].repository`, matched by URL, as `helm repo add` gives them to `helm
+    /// dependency build`); dependencies of other repositories are fetched anonymously.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repositories: Vec<RepositoryCredentials>,
+}
+
+/// A chart repository's credentials, for dependencies.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryCredentials {
+    /// The repository's URL, as dependencies name it (`https://…` or `oci://…`).
+    pub url: String,
+    /// A Secret with `username`/`password` or `bearerToken` and `ca.crt` (a
+    /// `kubernetes.io/dockerconfigjson` Secret for OCI).
+    pub secret_ref: LocalRef,
 }
 
 /// A chart from a repository.

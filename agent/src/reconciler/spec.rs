@@ -269,8 +269,21 @@ pub async fn helm_sync(s: &Sync, h: &crate::api::HelmSpec, client: &kube::Client
             })?,
         );
     }
+    let mut repositories = Vec::new();
+    for r in &h.repositories {
+        let c = crate::api::ChartRef {
+            repository: r.url.clone(),
+            secret_ref: Some(r.secret_ref.clone()),
+            ..Default::default()
+        };
+        repositories.push((
+            r.url.trim_end_matches('/').to_owned(),
+            chart_source(&c, client, &ns).await?,
+        ));
+    }
     Ok(HelmSync {
         chart,
+        repositories,
         config: HelmConfig {
             release_name: h.release_name.clone().unwrap_or_else(|| s.name_any()),
             namespace: s.spec.target_namespace.clone().unwrap_or_else(|| ns.clone()),

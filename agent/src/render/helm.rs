@@ -123,6 +123,7 @@ pub fn request(
         values: Vec::new(),
         post_renderers: cfg.post_renderers.clone(),
         redact: Vec::new(),
+        dependencies: Default::default(),
     };
     // The digest the secret objects' hashes stand on: the inputs, the values files' bytes as
     // they are in Git (ciphertext for SOPS files), the inline values and overrides.
@@ -217,7 +218,11 @@ pub fn render(
                     .and_then(Json::as_str)
                     .unwrap_or_default()
             );
-            Manifest::secret(origin, r.object, crate::plan::digest(id.as_bytes()))
+            Manifest::secret(
+                origin,
+                r.object,
+                hex::encode(&Sha256::digest(id.as_bytes())[..16]),
+            )
         } else {
             Manifest {
                 origin,

@@ -190,7 +190,7 @@ pub async fn diff(
 ) -> Result<Report, sync::Error> {
     let rev = sync::fetch(cache, cfg).await?;
     let revision = rev.revision();
-    let resolved = sync::resolve_chart(cfg).await?;
+    let resolved = sync::resolve_chart(cfg, &rev).await?;
     let manifests = sync::render_revision(cfg, keys, std::sync::Arc::new(rev), resolved).await?;
     // Hooks are created when they run, not applied: they have no diff.
     let (manifests, _hooks) = crate::plan::hooks::split(manifests)?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::render::Manifest;
 use crate::render::helm::{Chart, HelmConfig};
 use crate::secrets::DecryptionKeys;
-use crate::source::charts::{ChartCache, ChartError, Fetched, Repository};
+use crate::source::charts::{ChartCache, Fetched, Repository};
 use crate::source::oci::{self, OciChart};
 
 use super::Error;
@@ -36,6 +36,9 @@ pub enum ChartSource {
 pub struct HelmSync {
     /// The chart's source.
     pub chart: ChartSource,
+    /// Sources with credentials for the repositories of the chart's dependencies, by URL (their
+    /// chart names and versions set per dependency).
+    pub repositories: Vec<(String, ChartSource)>,
     /// The release and its values.
     pub config: HelmConfig,
 }
@@ -57,9 +60,22 @@ pub struct Resolved {
     pub label: String,
     /// What status records as the chart applied.
     pub status: Option<String>,
+    /// A chart directory's dependencies fetched from their repositories: name → (version,
+    /// archive), with each archive's digest.
+    pub dependencies: std::collections::BTreeMap<String, (String, Arc<Vec<u8>>, String)>,
 }
 
 impl Resolved {
+    /// The digest of what a render reads besides the revision ([`Chart::inputs`]), the fetched
+    /// dependencies' digests included.
+    pub fn inputs(&self, dir: &str, cfg: &HelmConfig) -> String {
+        let mut text = self.chart(dir).inputs(cfg);
+        for (name, (version, _, digest)) in &self.dependencies {
+            text = format!("{text}\0{name}\0{version}\0{digest}");
+        }
+        crate::plan::digest(text.as_bytes())
+    }
+
     /// The chart as the renderer takes it (`dir`: the Sync's path).
     pub fn chart<'a>(&'a self, dir: &'a str) -> Chart<'a> {
         match &self.archive {
@@ -73,31 +89,109 @@ impl Resolved {
     }
 }
 
-/// Resolves the chart: nothing to do for a chart of the revision; else the version the range
-/// picks, fetched or taken from `charts` (an index younger than `max_age` is not read again).
-pub async fn resolve(charts: &ChartCache, h: &HelmSync, max_age: Duration) -> Result<Resolved, Error> {
+/// Resolves the chart: for a chart of the revision, its dependencies that are neither vendored
+/// nor in the repository, fetched; else the version the range picks, fetched or taken from
+/// `charts` (an index younger than `max_age` is not read again).
+pub async fn resolve(
+    charts: &ChartCache,
+    h: &HelmSync,
+    rev: &crate::source::Revision,
+    max_age: Duration,
+) -> Result<Resolved, Error> {
     match &h.chart {
-        ChartSource::Git => Ok(Resolved {
-            archive: None,
-            label: String::new(),
-            status: None,
-        }),
-        ChartSource::Repository { repo, name, version } => {
-            let f = charts.fetch(repo, name, version.as_deref(), max_age).await?;
+        ChartSource::Git => {
+            let mut dependencies = std::collections::BTreeMap::new();
+            let listed = lockstep_helm::deps::dependencies(&rev.files, &rev.path)
+                .map_err(crate::render::Error::from)?;
+            for (dep, place) in listed {
+                if place != lockstep_helm::deps::Place::Remote || dep.repository.is_empty() {
+                    continue;
+                }
+                let source = dependency_source(h, &dep);
+                let f = fetch(charts, &source, max_age).await?;
+                dependencies.insert(
+                    dep.name.clone(),
+                    (f.version.clone(), f.archive.clone(), f.digest.clone()),
+                );
+            }
             Ok(Resolved {
-                label: format!("{name} {} from {}", f.version, repo.url),
+                archive: None,
+                label: String::new(),
+                status: None,
+                dependencies,
+            })
+        }
+        source => {
+            let f = fetch(charts, source, max_age).await?;
+            let (name, repository) = match source {
+                ChartSource::Repository { repo, name, .. } => (name.clone(), repo.url.clone()),
+                ChartSource::Oci(c) => (c.name.clone(), c.repository.clone()),
+                ChartSource::Git => (String::new(), String::new()),
+            };
+            Ok(Resolved {
+                label: format!("{name} {} from {repository}", f.version),
                 status: Some(format!("{name} {} (sha256:{})", f.version, f.digest)),
                 archive: Some(f),
+                dependencies: Default::default(),
             })
         }
-        ChartSource::Oci(c) => {
-            let f = oci::fetch(charts, c).await.map_err(ChartError::from)?;
-            Ok(Resolved {
-                label: format!("{} {} from {}", c.name, f.version, c.repository),
-                status: Some(format!("{} {} (sha256:{})", c.name, f.version, f.digest)),
-                archive: Some(f),
-            })
+    }
+}
+
+/// A chart from a repository, fetched.
+async fn fetch(charts: &ChartCache, source: &ChartSource, max_age: Duration) -> Result<Fetched, Error> {
+    match source {
+        ChartSource::Git => Err(Error::Render(crate::render::Error::Task(
+            "a chart of the revision is not fetched".into(),
+        ))),
+        ChartSource::Repository { repo, name, version } => {
+            Ok(charts.fetch(repo, name, version.as_deref(), max_age).await?)
         }
+        ChartSource::Oci(c) => Ok(oci::fetch(charts, c).await?),
+    }
+}
+
+/// Where a dependency comes from: its repository, with the credentials `spec.helm.repositories`
+/// gives for its URL (anonymous otherwise).
+fn dependency_source(h: &HelmSync, dep: &lockstep_helm::deps::Dependency) -> ChartSource {
+    let url = dep.repository.trim_end_matches('/');
+    let version = (!dep.version.is_empty()).then(|| dep.version.clone());
+    let known = h
+        .repositories
+        .iter()
+        .find(|(u, _)| u == url)
+        .map(|(_, s)| s.clone());
+    match known {
+        Some(ChartSource::Oci(mut c)) => {
+            c.name.clone_from(&dep.name);
+            c.version = version;
+            ChartSource::Oci(c)
+        }
+        Some(ChartSource::Repository { repo, .. }) => ChartSource::Repository {
+            repo,
+            name: dep.name.clone(),
+            version,
+        },
+        _ if url.starts_with("oci://") => ChartSource::Oci(OciChart {
+            repository: url.to_owned(),
+            name: dep.name.clone(),
+            version,
+            digest: None,
+            auth: None,
+            ca_pem: None,
+            plain_http: false,
+            timeout: Duration::from_secs(60),
+        }),
+        _ => ChartSource::Repository {
+            repo: Repository {
+                url: url.to_owned(),
+                auth: None,
+                ca_pem: None,
+                timeout: Duration::from_secs(60),
+            },
+            name: dep.name.clone(),
+            version,
+        },
     }
 }
 
@@ -110,12 +204,17 @@ pub async fn render(
     rev: Arc<crate::source::Revision>,
     resolved: Resolved,
 ) -> Result<Vec<Manifest>, Error> {
-    let (req, source) = crate::render::helm::request(
+    let (mut req, source) = crate::render::helm::request(
         &rev.files,
         resolved.chart(&rev.path),
         &h.config,
         keys.sops.as_ref(),
     )?;
+    req.dependencies = resolved
+        .dependencies
+        .iter()
+        .map(|(name, (version, archive, _))| (name.clone(), (version.clone(), archive.clone())))
+        .collect();
     let helper = render.helm.clone();
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {

@@ -262,11 +262,13 @@ pub async fn render_revision(
     Ok(manifests)
 }
 
-/// A Helm Sync's chart, resolved (`None` for other Syncs).
-pub async fn resolve_chart(cfg: &Config) -> Result<Option<helm::Resolved>, Error> {
+/// A Helm Sync's chart (and its dependencies) for `rev`, resolved (`None` for other Syncs).
+pub async fn resolve_chart(cfg: &Config, rev: &source::Revision) -> Result<Option<helm::Resolved>, Error> {
     match &cfg.helm {
         None => Ok(None),
-        Some(h) => Ok(Some(helm::resolve(&cfg.charts, h, cfg.chart_interval).await?)),
+        Some(h) => Ok(Some(
+            helm::resolve(&cfg.charts, h, rev, cfg.chart_interval).await?,
+        )),
     }
 }
 
@@ -280,9 +282,9 @@ pub async fn sync_revision(
     rev: source::Revision,
     started: std::time::Instant,
 ) -> Result<Outcome, Error> {
-    let resolved = resolve_chart(cfg).await?;
+    let resolved = resolve_chart(cfg, &rev).await?;
     let inputs = match (&cfg.helm, &resolved) {
-        (Some(h), Some(r)) => Some(r.chart(&rev.path).inputs(&h.config)),
+        (Some(h), Some(r)) => Some(r.inputs(&rev.path, &h.config)),
         _ => None,
     };
     let chart = resolved.as_ref().and_then(|r| r.status.clone());

@@ -8,7 +8,9 @@
 //! naming the template, file or hook, nothing pruned, the SyncFail hook run. Charts from a
 //! Helm repository (real `helm package` + `helm repo index`, HTTPS, basic auth) and from an
 //! OCI registry (CNCF Distribution, htpasswd, pushed by the real `helm push`): the version a
-//! range picks, a missing version and a wrong digest named. Canaries nowhere.
+//! range picks, a chart of the repository with a dependency fetched from the Helm repository
+//! with the credentials `spec.helm.repositories` gives, a missing version and a wrong digest
+//! named. Canaries nowhere.
 
 use std::process::Command;
 use std::time::Duration;
@@ -403,6 +405,18 @@ async fn charts_from_a_helm_repository_and_an_oci_registry_are_fetched_by_range_
         "web/values.yaml",
         "cache:\n  enabled: false\nhooks:\n  migrate: false\nreplicaCount: 1\n",
     );
+    // A chart of the repository depending on the repository's chart (fetched, not vendored).
+    repo.write(
+        "umbrella/Chart.yaml",
+        &format!(
+            "apiVersion: v2\nname: umbrella\nversion: 0.1.0\ndependencies:\n  - name: web\n    version: \">=1.0 <2\"\n    repository: {}\n",
+            server.url
+        ),
+    )
+    .write(
+        "umbrella/values.yaml",
+        "web:\n  cache:\n    enabled: false\n  hooks:\n    migrate: false\n  replicaCount: 1\n",
+    );
     repo.commit("values");
     let (stand_in, _finished) = kubelet(&client, &ns);
     let ctl = Controller::start(&client, &ns).await;
@@ -457,8 +471,21 @@ async fn charts_from_a_helm_repository_and_an_oci_registry_are_fetched_by_range_
         .clone()
         .unwrap();
     assert_eq!(chart, oci_chart, "the same archive from both");
+    create(
+        &client,
+        &ns,
+        &sync(
+            "with-dependency",
+            &repo.url(),
+            json!({ "source": { "path": "umbrella", "interval": "1h" }, "targetNamespace": ns,
+                    "helm": { "releaseName": "dep", "includeCRDs": false,
+                              "repositories": [{ "url": server.url, "secretRef": { "name": "charts" } }] } }),
+        ),
+    )
+    .await;
+    wait_ready(&client, &ns, "with-dependency", "True", 120).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    for d in ["repo-web", "oci-web"] {
+    for d in ["repo-web", "oci-web", "dep-web"] {
         assert_eq!(
             deployments.get(d).await.unwrap().spec.unwrap().replicas,
             Some(1),
@@ -472,7 +499,10 @@ async fn charts_from_a_helm_repository_and_an_oci_registry_are_fetched_by_range_
         .charts
         .archive_downloads
         .load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(downloads, 2, "one archive from each source");
+    assert_eq!(
+        downloads, 2,
+        "one archive from each source (the dependency is the repository's, kept)"
+    );
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(
         ctl.charts
