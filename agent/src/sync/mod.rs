@@ -288,10 +288,9 @@ pub async fn sync_revision(
         _ => None,
     };
     let chart = resolved.as_ref().and_then(|r| r.status.clone());
-    if cfg.force.is_empty()
-        && cfg.skip_if_commit.as_deref() == Some(rev.commit.as_str())
-        && cfg.skip_if_inputs == inputs
-    {
+    let applied_before =
+        cfg.skip_if_commit.as_deref() == Some(rev.commit.as_str()) && cfg.skip_if_inputs == inputs;
+    if cfg.force.is_empty() && applied_before {
         return Ok(Outcome {
             commit: rev.commit,
             reference: rev.reference,
@@ -309,7 +308,12 @@ pub async fn sync_revision(
     }
     let rev = std::sync::Arc::new(rev);
     let manifests = render_revision(cfg, keys, rev.clone(), resolved).await?;
-    let (manifests, hooks) = plan::hooks::split(manifests)?;
+    let (manifests, mut hooks) = plan::hooks::split(manifests)?;
+    // Healing drift re-applies what was applied; it is not a new sync of the revision, and runs
+    // no hook (a migration Job would otherwise run at every `kubectl edit`).
+    if applied_before {
+        hooks.clear();
+    }
     let steps = plan::steps(&manifests)?;
     let mut applier = cfg.applier(client.clone()).await?;
     applier.check_scope(&manifests)?;

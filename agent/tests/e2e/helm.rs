@@ -596,7 +596,7 @@ async fn charts_from_a_helm_repository_and_an_oci_registry_are_fetched_by_range_
 }
 
 #[tokio::test]
-async fn hooks_of_a_plain_directory_run_around_the_sync_and_are_replaced_by_the_next() {
+async fn hooks_of_a_plain_directory_run_around_the_sync_not_when_drift_heals_and_are_replaced_by_the_next() {
     let (client, ns) = setup("hooks-plain").await;
     let repo = Repo::new();
     let job = |meta: &str, annotations: &str| {
@@ -646,6 +646,23 @@ async fn hooks_of_a_plain_directory_run_around_the_sync_and_are_replaced_by_the_
         jobs.get_opt("post").await.unwrap().is_none().then_some(())
     })
     .await;
+
+    // Healing drift of the same revision runs no hook.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    cms.patch(
+        "settings",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "data": { "v": "drifted" } })),
+    )
+    .await
+    .unwrap();
+    eventually("the drift healed", 60, async || {
+        let cm = cms.get("settings").await.ok()?;
+        (cm.data?.get("v")? == "1").then_some(())
+    })
+    .await;
+    assert_eq!(finished.lock().unwrap().len(), 2, "healing drift ran a hook");
+    assert_eq!(pre_jobs().await, first);
 
     // The next commit: the last PreSync run deleted (BeforeHookCreation), a new one created.
     repo.write(
