@@ -25,14 +25,14 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Proc, free_port, median, ready, until};
+use common::{median, ready, until};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DynamicObject, GroupVersionKind, PostParams};
 use kube::discovery::ApiResource;
 use lockstep_agent::render::helm::{Chart, HelmConfig};
 use lockstep_formats::sops::Identities;
 use lockstep_tests::controlplane::{ControlPlane, Options};
-use lockstep_tests::services::{self, http};
+use lockstep_tests::services;
 use lockstep_tests::{AgeKey, git, peer};
 use serde_json::json;
 
@@ -146,23 +146,6 @@ fn chart(repo: &Path, age: &AgeKey, home: &Path) -> String {
     passwords
 }
 
-fn read_files(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.file_name().unwrap() == ".git" {
-            continue;
-        }
-        if p.is_dir() {
-            read_files(root, &p, out);
-        } else {
-            out.insert(
-                p.strip_prefix(root).unwrap().to_string_lossy().into_owned(),
-                std::fs::read(&p).unwrap(),
-            );
-        }
-    }
-}
-
 /// GETs of `path` in a static server's log.
 fn gets(log: &Path, path: &str) -> usize {
     std::fs::read_to_string(log)
@@ -191,7 +174,7 @@ async fn run(flux_crds: &Path) {
 
     // Render: decryption plus the helper, in this process, against `helm template`.
     let mut files = BTreeMap::new();
-    read_files(&repo, &repo, &mut files);
+    common::read_files(&repo, &repo, &mut files);
     let helper = lockstep_helm::Helper::new(peer("lockstep-helm"));
     let mut ids = Identities::new();
     ids.add_file(&age.path).unwrap();
@@ -329,26 +312,11 @@ async fn run(flux_crds: &Path) {
     git(&repo, &["add", "-A"]);
     git(&repo, &["commit", "-qm", "bench"]);
 
-    let port = free_port();
-    let agent = Proc::spawn(
-        Command::new(env!("CARGO_BIN_EXE_lockstep-agent"))
-            .args([
-                "--namespace",
-                "lockstep-system",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .args(["--git-cache", w.join("ls-git").to_str().unwrap()])
-            .env("KUBECONFIG", cp.kubeconfig())
-            .env("LOCKSTEP_HELM_HELPER", peer("lockstep-helm"))
-            .env("RUST_LOG", "warn"),
-        w.join("agent.log"),
-    );
-    until(
-        "the agent ready",
-        Duration::from_secs(60),
-        &[&agent],
-        async || matches!(http(port, "GET", "/readyz", &[], b""), Ok((200, _))).then_some(()),
+    let (agent, _port) = common::start_agent(
+        env!("CARGO_BIN_EXE_lockstep-agent"),
+        cp.kubeconfig(),
+        w,
+        &[("LOCKSTEP_HELM_HELPER", peer("lockstep-helm"))],
     )
     .await;
     let api = |ns: &str, group: &str, version: &str, kind: &str| -> Api<DynamicObject> {

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Proc, free_port, median, ready, until};
+use common::{median, ready, until};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DynamicObject, GroupVersionKind, PostParams};
 use kube::discovery::ApiResource;
@@ -127,23 +127,6 @@ fn tree(repo: &Path, age: &AgeKey, home: &Path) -> usize {
     overlays.len() * 7
 }
 
-fn read_files(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.file_name().unwrap() == ".git" {
-            continue;
-        }
-        if p.is_dir() {
-            read_files(root, &p, out);
-        } else {
-            out.insert(
-                p.strip_prefix(root).unwrap().to_string_lossy().into_owned(),
-                std::fs::read(&p).unwrap(),
-            );
-        }
-    }
-}
-
 fn main() {
     common::main_beside_flux("kustomize", async |crds| run(&crds).await);
 }
@@ -165,7 +148,7 @@ async fn run(flux_crds: &Path) {
 
     // Render: the helper plus decryption, in this process, against the kustomize CLI.
     let mut files = BTreeMap::new();
-    read_files(&repo, &repo, &mut files);
+    common::read_files(&repo, &repo, &mut files);
     let helper = lockstep_kustomize::Helper::new(peer("lockstep-kustomize"));
     let mut ids = Identities::new();
     ids.add_file(&age.path).unwrap();
@@ -241,26 +224,11 @@ async fn run(flux_crds: &Path) {
         .create(&pp, &secret("sops-age", json!({ "age.agekey": age_key })))
         .await
         .unwrap();
-    let port = free_port();
-    let agent = Proc::spawn(
-        Command::new(env!("CARGO_BIN_EXE_lockstep-agent"))
-            .args([
-                "--namespace",
-                "lockstep-system",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .args(["--git-cache", w.join("ls-git").to_str().unwrap()])
-            .env("KUBECONFIG", cp.kubeconfig())
-            .env("LOCKSTEP_KUSTOMIZE_HELPER", peer("lockstep-kustomize"))
-            .env("RUST_LOG", "warn"),
-        w.join("agent.log"),
-    );
-    until(
-        "the agent ready",
-        Duration::from_secs(60),
-        &[&agent],
-        async || matches!(http(port, "GET", "/readyz", &[], b""), Ok((200, _))).then_some(()),
+    let (agent, port) = common::start_agent(
+        env!("CARGO_BIN_EXE_lockstep-agent"),
+        cp.kubeconfig(),
+        w,
+        &[("LOCKSTEP_KUSTOMIZE_HELPER", peer("lockstep-kustomize"))],
     )
     .await;
     let (source_controller, kustomize_controller) = common::start_flux(cp.kubeconfig(), w);

@@ -117,6 +117,69 @@ pub fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// Every file under `dir` (`.git` aside), keyed by its path relative to `root`.
+#[allow(dead_code)]
+pub fn read_files(
+    root: &std::path::Path,
+    dir: &std::path::Path,
+    out: &mut std::collections::BTreeMap<String, Vec<u8>>,
+) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name().unwrap() == ".git" {
+            continue;
+        }
+        if p.is_dir() {
+            read_files(root, &p, out);
+        } else {
+            out.insert(
+                p.strip_prefix(root).unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            );
+        }
+    }
+}
+
+/// The agent binary in `lockstep-system` against `kubeconfig`, its Git cache under `work`,
+/// with `env` (its helpers) and `RUST_LOG=warn`; returns it, once ready, and its port.
+#[allow(dead_code)]
+pub async fn start_agent(
+    bin: &str,
+    kubeconfig: &std::path::Path,
+    work: &std::path::Path,
+    env: &[(&str, PathBuf)],
+) -> (Proc, u16) {
+    let port = free_port();
+    let mut c = Command::new(bin);
+    c.args([
+        "--namespace",
+        "lockstep-system",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ])
+    .args(["--git-cache", work.join("ls-git").to_str().unwrap()])
+    .env("KUBECONFIG", kubeconfig)
+    .env("RUST_LOG", "warn");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let agent = Proc::spawn(&mut c, work.join("agent.log"));
+    until(
+        "the agent ready",
+        Duration::from_secs(60),
+        &[&agent],
+        async || {
+            matches!(
+                lockstep_tests::services::http(port, "GET", "/readyz", &[], b""),
+                Ok((200, _))
+            )
+            .then_some(())
+        },
+    )
+    .await;
+    (agent, port)
+}
+
 /// Flux's source-controller (serving artifacts on loopback) and kustomize-controller, stock
 /// flags, against `kubeconfig`; state and logs under `work`.
 pub fn start_flux(kubeconfig: &std::path::Path, work: &std::path::Path) -> (Proc, Proc) {

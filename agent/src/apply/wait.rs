@@ -70,21 +70,8 @@ pub async fn healthy(
                 objects: health::describe(pending.iter().map(|(id, h)| (id, h))),
             });
         }
-        let cut = async {
-            match interrupt.as_mut() {
-                Some(rx) => rx
-                    .wait_for(Option::is_some)
-                    .await
-                    .map(|r| r.clone().unwrap_or_default())
-                    .ok(),
-                None => None,
-            }
-        };
-        tokio::select! {
-            () = tokio::time::sleep(HEALTH_POLL) => {}
-            Some(reason) = cut => {
-                return Err(Error::Canceled { stage, wave, reason });
-            }
+        if let Some(reason) = pause(&mut interrupt).await {
+            return Err(Error::Canceled { stage, wave, reason });
         }
     }
 }
@@ -231,22 +218,34 @@ pub async fn inventory_healthy(
                 objects: health::describe(pending.iter().map(|(id, h)| (id, h))),
             });
         }
-        let cut = async {
-            match interrupt.as_mut() {
-                Some(rx) => rx
+        if let Some(reason) = pause(&mut interrupt).await {
+            let (stage, wave) = (Stage::Workloads, i64::MAX);
+            return Err(Error::Canceled { stage, wave, reason });
+        }
+    }
+}
+
+/// Waits one health poll; the reason instead when `interrupt` fires first.
+async fn pause(interrupt: &mut Option<Interrupt>) -> Option<String> {
+    // No interrupt, or its sender gone: only the poll's sleep ends the wait.
+    let cut = async {
+        match interrupt.as_mut() {
+            Some(rx) => {
+                let reason = rx
                     .wait_for(Option::is_some)
                     .await
                     .map(|r| r.clone().unwrap_or_default())
-                    .ok(),
-                None => None,
+                    .ok();
+                match reason {
+                    Some(r) => Some(r),
+                    None => std::future::pending().await,
+                }
             }
-        };
-        tokio::select! {
-            () = tokio::time::sleep(HEALTH_POLL) => {}
-            Some(reason) = cut => {
-                let (stage, wave) = (Stage::Workloads, i64::MAX);
-                return Err(Error::Canceled { stage, wave, reason });
-            }
+            None => std::future::pending().await,
         }
+    };
+    tokio::select! {
+        () = tokio::time::sleep(HEALTH_POLL) => None,
+        reason = cut => reason,
     }
 }
