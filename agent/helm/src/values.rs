@@ -131,7 +131,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "values file secrets.yaml: SOPS-encrypted, but set spec.decryption.sops"
+            "secrets.yaml: a SOPS-encrypted values file, but set spec.decryption.sops"
         );
     }
 }

@@ -75,6 +75,13 @@ pub enum Error {
         /// Each object not `Current`, with its status and why.
         objects: String,
     },
+    /// The health wait before the PostSync hooks was cut short (a new revision, a changed spec,
+    /// a shutdown); the hooks did not run.
+    #[error("waiting for the objects to be healthy before the PostSync hooks was canceled: {reason}")]
+    PostSyncCanceled {
+        /// Why.
+        reason: String,
+    },
     /// A hook failed, or did not finish in time (nothing after it was applied).
     #[error("{hook} ({origin}): {message}")]
     Hook {

@@ -219,8 +219,7 @@ pub async fn inventory_healthy(
             });
         }
         if let Some(reason) = pause(&mut interrupt).await {
-            let (stage, wave) = (Stage::Workloads, i64::MAX);
-            return Err(Error::Canceled { stage, wave, reason });
+            return Err(Error::PostSyncCanceled { reason });
         }
     }
 }

@@ -159,7 +159,9 @@ impl Error {
                 sync::Error::Render(_) | sync::Error::Decrypt(_) | sync::Error::Plan(_) => {
                     Reason::RenderFailed
                 }
-                sync::Error::Apply(Apply::Canceled { .. }) => Reason::HealthCheckCanceled,
+                sync::Error::Apply(Apply::Canceled { .. } | Apply::PostSyncCanceled { .. }) => {
+                    Reason::HealthCheckCanceled
+                }
                 sync::Error::Apply(Apply::Unhealthy { .. } | Apply::NotHealthyForPostSync { .. }) => {
                     Reason::HealthCheckFailed
                 }
