@@ -153,7 +153,8 @@ impl Error {
         match self {
             Error::AmbiguousRef | Error::Confined { .. } | Error::Credentials(_) => Reason::Unsupported,
             Error::SecretRead { .. } | Error::Identities(_) => Reason::DecryptionKeysFailed,
-            Error::HelmInput { .. } => Reason::RenderFailed,
+            // A missing valuesFrom object may yet be created: retried, not stalled.
+            Error::HelmInput { .. } => Reason::SourceFailed,
             Error::Sync(e) => match e {
                 sync::Error::Source(_) | sync::Error::Chart(_) | sync::Error::Task(_) => Reason::SourceFailed,
                 sync::Error::Render(_) | sync::Error::Decrypt(_) | sync::Error::Plan(_) => {
