@@ -165,6 +165,29 @@ pub enum Error {
         /// The master keys it has, each with its public name (`PGP key 35C1A64C…`).
         keys: Vec<String>,
     },
+    /// A `postBuild` variable name Flux would refuse.
+    #[error("'{name}' var name is invalid, must match '^[_[:alpha:]][_[:alpha:][:digit:]]*$'")]
+    VariableName {
+        /// The name.
+        name: String,
+    },
+    /// `postBuild` substitution failed in a field (Flux's reason: a variable not set, a
+    /// malformed `${…}`).
+    #[error("at {path}: variable substitution failed: {reason}")]
+    Substitution {
+        /// The field, e.g. `spec.replicas`.
+        path: String,
+        /// Why (names a variable, never a value).
+        reason: String,
+    },
+    /// A substituted field does not read back as a value.
+    #[error("at {path}: after substitution, {message}")]
+    Substituted {
+        /// The field.
+        path: String,
+        /// Why (syntax only).
+        message: String,
+    },
     /// A YAML document is larger than the loader accepts.
     #[error("the document is {bytes} bytes; at most {limit} are read")]
     TooLarge {

@@ -10,8 +10,10 @@
 //! * [`names`]: names of Lockstep's API shared by the agent and the CLI.
 
 pub mod duration;
+pub mod envsubst;
 pub mod error;
 pub mod names;
+pub mod postbuild;
 pub mod sealed;
 pub mod secret;
 pub mod sops;

@@ -532,7 +532,7 @@ pub fn resolve_plain(s: &str) -> Result<Value, String> {
 }
 
 /// `^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$`
-fn is_yaml_style_float(s: &str) -> bool {
+pub(crate) fn is_yaml_style_float(s: &str) -> bool {
     let s = s.strip_prefix(['-', '+']).unwrap_or(s);
     if let Some(rest) = s.strip_prefix('.') {
         return float_syntax(rest, true);
@@ -569,14 +569,14 @@ fn exponent_ok(s: &str) -> bool {
     !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit())
 }
 
-enum IntParse {
+pub(crate) enum IntParse {
     Int(i64),
     Overflow,
     Invalid,
 }
 
 /// Go's `strconv.ParseInt(s, 0, 64)`, with `ParseUint` success reported as overflow.
-fn go_parse_int(s: &str) -> IntParse {
+pub(crate) fn go_parse_int(s: &str) -> IntParse {
     let (neg, body) = match s.as_bytes().first() {
         Some(b'-') => (true, &s[1..]),
         Some(b'+') => (false, &s[1..]),

@@ -82,6 +82,11 @@ fn main() -> Result<()> {
                 if std::env::var_os("RUST_TEST_THREADS").is_none() {
                     test.env("RUST_TEST_THREADS", E2E_THREADS);
                 }
+                // Incremental state doubles the build's disk use (CI's disk once filled up): off
+                // here unless the caller sets it.
+                if std::env::var_os("CARGO_INCREMENTAL").is_none() {
+                    test.env("CARGO_INCREMENTAL", "0");
+                }
                 run(&mut test)
             })?;
             if fuzz_seconds > 0 {

@@ -169,6 +169,22 @@ pub fn setup(cache: &Path, root: &Path) -> Result<()> {
             )
         },
     )?;
+    step(
+        "flux-envsubst (Flux's envsubst, the postBuild oracle, agent/kustomize/tests/flux-envsubst)",
+        || {
+            crate::gobuild::helper(
+                cache,
+                root,
+                &crate::gobuild::GoHelper {
+                    name: "flux-envsubst",
+                    dir: "agent/kustomize/tests/flux-envsubst",
+                    version: "envsubst-v1.7.1",
+                    ldflags: "",
+                    minutes: "under a minute",
+                },
+            )
+        },
+    )?;
     step(&format!("helm {HELM_VERSION} (Go module proxy)"), || {
         crate::gobuild::helm_cli(cache, HELM_VERSION)
     })?;

@@ -1,6 +1,8 @@
 //! The `Sync` custom resource (`lockstep.dev/v1alpha1`): what users write (`spec`) and what the
 //! agent reports (`status`). `crds/sync.yaml` is generated from these types.
 
+use std::collections::BTreeMap;
+
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -79,6 +81,53 @@ pub struct SyncSpec {
     /// Render a Helm chart, with Helm's own engine, instead of the path's files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub helm: Option<HelmSpec>,
+    /// Flux's `postBuild`: variables substituted into every object after the build and its
+    /// decryption (not into a chart's objects, as in Flux).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_build: Option<PostBuild>,
+}
+
+/// Flux's `postBuild` (kustomize.toolkit.fluxcd.io/v1), with its semantics: `${var}`,
+/// `${var:=default}` and the other forms of Flux's envsubst, `$${var}` for a literal, strict
+/// (a variable used without a default must be set), objects labelled or annotated
+/// `kustomize.toolkit.fluxcd.io/substitute: disabled` left alone.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PostBuild {
+    /// Variables by name; they override those of `substituteFrom`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub substitute: BTreeMap<String, String>,
+    /// ConfigMaps and Secrets of the Sync's namespace whose keys are variables, later ones
+    /// overriding earlier ones. Values from a Secret make the objects they reach secret
+    /// material.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub substitute_from: Vec<SubstituteReference>,
+    /// `WithVariables` (default): nothing is substituted when no variable is set; `Always`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub substitute_strategy: Option<SubstituteStrategy>,
+}
+
+/// A ConfigMap or Secret of variables.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SubstituteReference {
+    /// `ConfigMap` or `Secret`.
+    pub kind: ValuesKind,
+    /// Its name.
+    pub name: String,
+    /// Go on without it when it does not exist (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional: Option<bool>,
+}
+
+/// When `postBuild` substitutes.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum SubstituteStrategy {
+    /// Only when at least one variable is set.
+    #[default]
+    WithVariables,
+    /// Always (defaults such as `${var:=x}` apply with no variable set).
+    Always,
 }
 
 /// A schema that keeps any fields (Helm values).

@@ -83,9 +83,10 @@ pub enum Error {
         #[source]
         source: Box<kube::Error>,
     },
-    /// A Secret or ConfigMap a Helm Sync names cannot be used (names the field and entry).
+    /// A Secret or ConfigMap the spec names (`valuesFrom`, `substituteFrom`, chart credentials)
+    /// cannot be used (names the field and entry).
     #[error("{field}: {object}: {message}")]
-    HelmInput {
+    SpecInput {
         /// The field that names it.
         field: String,
         /// `Secret ns/name` or `ConfigMap ns/name`.
@@ -154,12 +155,13 @@ impl Error {
             Error::AmbiguousRef | Error::Confined { .. } | Error::Credentials(_) => Reason::Unsupported,
             Error::SecretRead { .. } | Error::Identities(_) => Reason::DecryptionKeysFailed,
             // A missing valuesFrom object may yet be created: retried, not stalled.
-            Error::HelmInput { .. } => Reason::SourceFailed,
+            Error::SpecInput { .. } => Reason::SourceFailed,
             Error::Sync(e) => match e {
                 sync::Error::Source(_) | sync::Error::Chart(_) | sync::Error::Task(_) => Reason::SourceFailed,
-                sync::Error::Render(_) | sync::Error::Decrypt(_) | sync::Error::Plan(_) => {
-                    Reason::RenderFailed
-                }
+                sync::Error::Render(_)
+                | sync::Error::Decrypt(_)
+                | sync::Error::PostBuild(_)
+                | sync::Error::Plan(_) => Reason::RenderFailed,
                 sync::Error::Apply(Apply::Canceled { .. } | Apply::PostSyncCanceled { .. }) => {
                     Reason::HealthCheckCanceled
                 }

@@ -20,6 +20,8 @@ use crate::source::oci::OciChart;
 use crate::source::{Credentials, Reference, credentials_from};
 use crate::sync::Config;
 use crate::sync::helm::{ChartSource, HelmSync};
+use crate::sync::postbuild::PostBuildConfig;
+use lockstep_formats::postbuild::Variables;
 use zeroize::Zeroizing;
 
 /// The reference `spec.source.ref` names: exactly one of branch, tag, semver and commit;
@@ -173,9 +175,73 @@ pub async fn prepare(
     }
     if let Some(h) = &s.spec.helm {
         cfg.helm = Some(std::sync::Arc::new(helm_sync(s, h, client).await?));
+    } else if let Some(pb) = &s.spec.post_build {
+        cfg.post_build = Some(std::sync::Arc::new(post_build(s, pb, client).await?));
     }
     let last = s.status.as_ref().map(inventory_of).unwrap_or_default();
     Ok((cfg, keys, last))
+}
+
+/// `spec.postBuild`'s variables: `substituteFrom` read in order (every key of each object;
+/// Secret values wiped once copied), then `substitute`.
+pub async fn post_build(
+    s: &Sync,
+    pb: &crate::api::PostBuild,
+    client: &kube::Client,
+) -> Result<PostBuildConfig, Error> {
+    use crate::api::ValuesKind;
+    let ns = s.namespace().unwrap_or_default();
+    let mut vars = Variables::default();
+    let mut versions = Vec::new();
+    for (i, r) in pb.substitute_from.iter().enumerate() {
+        let input = |message: String| Error::SpecInput {
+            field: format!("spec.postBuild.substituteFrom[{i}]"),
+            object: format!("{:?} {ns}/{}", r.kind, r.name),
+            message,
+        };
+        let version = match r.kind {
+            ValuesKind::ConfigMap => match Api::<ConfigMap>::namespaced(client.clone(), &ns)
+                .get_opt(&r.name)
+                .await
+            {
+                Ok(Some(cm)) => {
+                    for (k, v) in cm.data.iter().flatten() {
+                        vars.insert(k, v.as_bytes(), false);
+                    }
+                    Some(version_of(&cm.metadata))
+                }
+                Ok(None) => None,
+                Err(e) => return Err(input(crate::errors::kube_message(&e))),
+            },
+            ValuesKind::Secret => match Api::<Secret>::namespaced(client.clone(), &ns)
+                .get_opt(&r.name)
+                .await
+            {
+                Ok(Some(mut secret)) => {
+                    for (k, v) in secret.data.iter_mut().flatten() {
+                        vars.insert(k, &v.0, true);
+                        v.0.zeroize();
+                    }
+                    Some(version_of(&secret.metadata))
+                }
+                Ok(None) => None,
+                Err(e) => return Err(input(crate::errors::kube_message(&e))),
+            },
+        };
+        match version {
+            Some(v) => versions.push(v),
+            None if r.optional == Some(true) => versions.push("absent".into()),
+            None => return Err(input("not found (set optional: true to go on without it)".into())),
+        }
+    }
+    for (k, v) in &pb.substitute {
+        vars.insert(k, v.as_bytes(), false);
+    }
+    Ok(PostBuildConfig {
+        vars,
+        always: pb.substitute_strategy == Some(crate::api::SubstituteStrategy::Always),
+        inputs: crate::sync::postbuild::inputs_digest(versions.iter().map(String::as_str)),
+    })
 }
 
 /// A Helm Sync's chart source and values: its chart's credentials and CA, and its
@@ -193,7 +259,7 @@ pub async fn helm_sync(s: &Sync, h: &crate::api::HelmSpec, client: &kube::Client
         let field = format!("spec.helm.valuesFrom[{i}]");
         let key = v.values_key.clone().unwrap_or_else(|| "values.yaml".into());
         let object = format!("{:?} {ns}/{}", v.kind, v.name);
-        let input = |message: String| Error::HelmInput {
+        let input = |message: String| Error::SpecInput {
             field: field.clone(),
             object: object.clone(),
             message,
@@ -262,7 +328,7 @@ pub async fn helm_sync(s: &Sync, h: &crate::api::HelmSpec, client: &kube::Client
     let mut values_files = Vec::new();
     for (i, f) in h.values_files.iter().enumerate() {
         values_files.push(
-            lockstep_kustomize::paths::join(&base, f).ok_or_else(|| Error::HelmInput {
+            lockstep_kustomize::paths::join(&base, f).ok_or_else(|| Error::SpecInput {
                 field: format!("spec.helm.valuesFiles[{i}]"),
                 object: f.clone(),
                 message: "leaves the repository (paths are relative to spec.source.path)".into(),
@@ -344,7 +410,7 @@ async fn chart_source(
         .as_ref()
         .map(|r| format!("Secret {ns}/{}", r.name))
         .unwrap_or_default();
-    let input = |message: String| Error::HelmInput {
+    let input = |message: String| Error::SpecInput {
         field: "spec.helm.chart.secretRef".into(),
         object: object.clone(),
         message,

@@ -6,6 +6,7 @@
 pub mod diff;
 pub mod externals;
 pub mod helm;
+pub mod postbuild;
 
 use std::time::Duration;
 
@@ -70,6 +71,8 @@ pub struct Config {
     /// A Helm Sync: the inputs digest last applied with `skip_if_commit`; the commit is skipped
     /// only when the chart and `valuesFrom` resolve to it again.
     pub skip_if_inputs: Option<String>,
+    /// `spec.postBuild`'s variables (not for a Helm Sync).
+    pub post_build: Option<std::sync::Arc<postbuild::PostBuildConfig>>,
 }
 
 impl Config {
@@ -114,6 +117,7 @@ impl Config {
             chart_interval: Duration::from_secs(300),
             timeout: Duration::from_secs(300),
             skip_if_inputs: None,
+            post_build: None,
         }
     }
 }
@@ -137,6 +141,9 @@ pub enum Error {
     /// Decryption failed (nothing was applied or pruned).
     #[error("decrypt: {0}")]
     Decrypt(#[from] secrets::Error),
+    /// `postBuild` substitution failed (nothing was applied or pruned).
+    #[error("render: {0}")]
+    PostBuild(#[from] postbuild::PostBuildError),
     /// The plan refused the revision (nothing was applied or pruned).
     #[error("plan: {0}")]
     Plan(#[from] plan::Error),
@@ -241,7 +248,11 @@ pub async fn render_revision(
         (Some(h), Some(resolved)) => helm::render(&cfg.render, h.clone(), keys, rev, resolved).await?,
         _ => {
             let documents = render(cfg, rev.clone()).await?;
-            secrets::decrypt(&rev.files, documents.iter().cloned().collect(), keys)?
+            let mut manifests = secrets::decrypt(&rev.files, documents.iter().cloned().collect(), keys)?;
+            if let Some(pb) = &cfg.post_build {
+                postbuild::substitute(&mut manifests, pb)?;
+            }
+            manifests
         }
     };
     let namespace = cfg
@@ -285,7 +296,7 @@ pub async fn sync_revision(
     let resolved = resolve_chart(cfg, &rev).await?;
     let inputs = match (&cfg.helm, &resolved) {
         (Some(h), Some(r)) => Some(r.inputs(&rev.path, &h.config)),
-        _ => None,
+        _ => cfg.post_build.as_ref().map(|p| p.inputs.clone()),
     };
     let chart = resolved.as_ref().and_then(|r| r.status.clone());
     let applied_before =

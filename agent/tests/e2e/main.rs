@@ -23,6 +23,7 @@ mod helm;
 mod image;
 mod kustomize;
 mod operations;
+mod postbuild;
 mod prune;
 mod sealed;
 mod sops;
