@@ -20,7 +20,7 @@
 //!
 //! `lockstep-agent` (`main.rs`) only parses the flags and calls [`runtime::run`].
 
-pub mod api;
+pub use lockstep_api as api;
 pub mod errors;
 
 pub mod source;

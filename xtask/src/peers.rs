@@ -39,8 +39,14 @@ pub const FLUX_KUSTOMIZE_CONTROLLER_VERSION: &str = "v1.9.6";
 /// the module proxy does not serve).
 pub const FLUX_SOURCE_CONTROLLER_VERSION: &str = "v1.9.3";
 
-/// What the benchmarks need beyond the test suites' peers: Flux.
+/// What the benchmarks need beyond the test suites' peers (Flux is one of those now).
 pub fn bench_setup(cache: &Path) -> Result<()> {
+    flux(cache)
+}
+
+/// Flux's source-controller and kustomize-controller: the side-by-side oracle of the tests
+/// that reconcile Flux's objects, and the peer of the benchmarks.
+fn flux(cache: &Path) -> Result<()> {
     step(
         &format!(
             "Flux kustomize-controller {FLUX_KUSTOMIZE_CONTROLLER_VERSION} and source-controller {FLUX_SOURCE_CONTROLLER_VERSION} (Go module proxy)"
@@ -196,7 +202,7 @@ pub fn setup(cache: &Path, root: &Path) -> Result<()> {
         &format!("registry (CNCF Distribution {DISTRIBUTION_VERSION}, Go module proxy)"),
         || crate::gobuild::registry(cache, DISTRIBUTION_VERSION),
     )?;
-    Ok(())
+    flux(cache)
 }
 
 /// A venv per package and version, created once.

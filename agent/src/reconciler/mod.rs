@@ -15,6 +15,7 @@ pub mod depends_on;
 pub mod differ;
 pub mod drift;
 pub mod external_secrets;
+pub mod flux;
 mod inflight;
 pub mod metrics;
 pub mod readiness;

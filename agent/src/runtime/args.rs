@@ -41,6 +41,10 @@ pub struct Args {
     /// variable.
     #[arg(long, env = "AWS_SECRETSMANAGER_ENDPOINT")]
     pub aws_secretsmanager_endpoint: Option<String>,
+    /// Other tools' objects to reconcile as they are: `flux` (GitRepository and Kustomization,
+    /// through Syncs the agent writes from them). Off by default.
+    #[arg(long, env = "LOCKSTEP_ACCEPT", value_delimiter = ',', value_parser = ["flux"])]
+    pub accept: Vec<String>,
     /// Bootstrap: the repository of a Sync the agent creates (or updates) at start-up.
     #[arg(long, env = "LOCKSTEP_BOOTSTRAP_URL")]
     pub bootstrap_url: Option<String>,
@@ -117,5 +121,9 @@ pub enum Cmd {
         /// crds/external-secrets.io.yaml holds).
         #[arg(long)]
         external_secrets: bool,
+        /// Print Flux's GitRepository and Kustomization CRDs instead (what crds/fluxcd.io.yaml
+        /// holds).
+        #[arg(long, conflicts_with = "external_secrets")]
+        flux: bool,
     },
 }

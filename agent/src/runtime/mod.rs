@@ -51,6 +51,19 @@ pub enum Error {
     /// The HTTP server's task failed.
     #[error("the HTTP server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// `--accept` names a kind whose CRD the cluster does not serve.
+    #[error("--accept={what}: the {crd} CRD is not served ({hint}): {}", crate::errors::kube_message(.source))]
+    Accept {
+        /// The value.
+        what: &'static str,
+        /// The CRD.
+        crd: &'static str,
+        /// Where it comes from.
+        hint: &'static str,
+        /// The API's answer.
+        #[source]
+        source: Box<kube::Error>,
+    },
     /// Printing a CRD failed.
     #[error("generating the CRDs: {0}")]
     Crd(#[from] lockstep_formats::Error),
@@ -58,8 +71,14 @@ pub enum Error {
 
 /// Runs the agent as `args` say (or prints the CRDs for `crdgen`).
 pub async fn run(args: Args) -> Result<(), Error> {
-    if let Some(Cmd::Crdgen { external_secrets }) = args.command {
-        if external_secrets {
+    if let Some(Cmd::Crdgen {
+        external_secrets,
+        flux,
+    }) = args.command
+    {
+        if flux {
+            print!("{}", crate::api::crd::flux_crds_yaml()?);
+        } else if external_secrets {
             print!("{}", crate::secrets::external::api::crds_yaml()?);
         } else {
             print!("{}", crate::api::crd::crd_yaml()?);
@@ -129,6 +148,19 @@ pub async fn run(args: Args) -> Result<(), Error> {
             .map_err(|e| Error::Bootstrap(Box::new(e)))?;
     }
 
+    if args.accept.iter().any(|a| a == "flux") {
+        // Flux's CRDs (Flux's own, or crds/fluxcd.io.yaml) must be there.
+        let probe: kube::Api<crate::api::flux::Kustomization> = ctx.scope.api(&client);
+        probe
+            .list(&kube::api::ListParams::default().limit(1))
+            .await
+            .map_err(|source| Error::Accept {
+                what: "flux",
+                crd: "kustomizations.kustomize.toolkit.fluxcd.io",
+                hint: "install Flux's CRDs, or crds/fluxcd.io.yaml where Flux is absent",
+                source: Box::new(source),
+            })?;
+    }
     let controllers = run_controllers(&args, Arc::new(ctx), drifted, engine, &readiness, &shutdown);
     let lost = async {
         match &election {
@@ -314,7 +346,13 @@ async fn run_controllers(
                 .await;
         }
     };
-    tokio::join!(syncing, unsealing, refreshing);
+    let accepting = async {
+        if args.accept.iter().any(|a| a == "flux") {
+            let gate = readiness.gate("watch Flux Kustomizations");
+            reconciler::flux::run(client.clone(), scope.clone(), shutdown.clone(), Some(gate)).await;
+        }
+    };
+    tokio::join!(syncing, unsealing, refreshing, accepting);
 }
 
 /// Cancels `shutdown` on SIGTERM or SIGINT.

@@ -30,6 +30,82 @@ fn the_committed_external_secrets_crds_are_not_stale() {
     );
 }
 
+#[test]
+fn the_committed_flux_crds_are_not_stale() {
+    let committed = std::fs::read_to_string(root().join("crds/fluxcd.io.yaml")).unwrap();
+    let generated = lockstep_agent::api::crd::flux_crds_yaml().unwrap();
+    assert!(
+        committed == generated,
+        "crds/fluxcd.io.yaml is stale: run `cargo run -p lockstep-agent -- crdgen --flux > crds/fluxcd.io.yaml`"
+    );
+}
+
+/// Every field path under a schema's `properties`; below an open object (any fields kept),
+/// nothing more is listed.
+fn schema_paths(schema: &Json, prefix: &str, out: &mut BTreeSet<String>) {
+    if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Json::Bool(true)) {
+        out.insert(format!("{prefix}.*"));
+        return;
+    }
+    if let Some(props) = schema.get("properties").and_then(Json::as_object) {
+        for (k, v) in props {
+            let p = format!("{prefix}.{k}");
+            out.insert(p.clone());
+            schema_paths(v, &p, out);
+        }
+    }
+    if let Some(items) = schema.get("items") {
+        schema_paths(items, &format!("{prefix}[]"), out);
+    }
+}
+
+/// Whether `path` is in `ours`, or under an open object of it.
+fn covered(ours: &BTreeSet<String>, path: &str) -> bool {
+    ours.contains(path)
+        || path
+            .char_indices()
+            .filter(|(_, c)| *c == '.' || *c == '[')
+            .any(|(i, _)| ours.contains(&format!("{}.*", &path[..i])))
+}
+
+/// Lockstep's Flux CRDs take every spec field of Flux's own (source-controller v1.9.3,
+/// kustomize-controller v1.9.6, as `cargo xtask setup` builds them): a Flux repository's
+/// objects are accepted as they are where Lockstep's CRDs stand in for Flux's.
+#[test]
+fn the_flux_crds_take_every_field_of_fluxs_own() {
+    let dir = lockstep_tests::cache_dir().join("flux-crds");
+    let ours: Vec<Json> = [
+        serde_json::to_value(lockstep_agent::api::flux::GitRepository::crd()).unwrap(),
+        serde_json::to_value(lockstep_agent::api::flux::Kustomization::crd()).unwrap(),
+    ]
+    .into();
+    for (file, ours) in [
+        ("source.toolkit.fluxcd.io_gitrepositories.yaml", &ours[0]),
+        ("kustomize.toolkit.fluxcd.io_kustomizations.yaml", &ours[1]),
+    ] {
+        let text = std::fs::read_to_string(dir.join(file)).expect("Flux's CRDs (run `cargo xtask setup`)");
+        let upstream = lockstep_formats::yaml::load_documents(&text).unwrap();
+        let upstream = lockstep_formats::sops::stores::to_json(&upstream[0]).unwrap();
+        let version = |crd: &Json| -> Json {
+            crd["spec"]["versions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == "v1")
+                .unwrap()["schema"]["openAPIV3Schema"]["properties"]["spec"]
+                .clone()
+        };
+        let (mut want, mut have) = (BTreeSet::new(), BTreeSet::new());
+        schema_paths(&version(&upstream), "spec", &mut want);
+        schema_paths(&version(ours), "spec", &mut have);
+        let missing: Vec<&String> = want.iter().filter(|p| !covered(&have, p)).collect();
+        assert!(
+            missing.is_empty(),
+            "{file}: fields of Flux's CRD missing from Lockstep's: {missing:?}"
+        );
+    }
+}
+
 /// The string literals of a Rust source, comments left out.
 fn literals(text: &str) -> Vec<String> {
     let mut out = Vec::new();

@@ -18,6 +18,7 @@ mod depends_on;
 mod deploy;
 mod drift;
 mod external;
+mod flux;
 mod health;
 mod helm;
 mod image;

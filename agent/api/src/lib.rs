@@ -1,9 +1,10 @@
-//! What users write and read: the `Sync` custom resource (`lockstep.dev/v1alpha1`), its status
+//! What users write and read (the agent's `api` module; the CLI's `lockstep import` reads it too): the `Sync` custom resource (`lockstep.dev/v1alpha1`), its status
 //! vocabulary, the labels and annotations the agent puts on objects, and the CRDs generated from
 //! the types. No I/O; every other module may use it.
 
 pub mod conditions;
 pub mod crd;
+pub mod flux;
 mod sync;
 
 pub use conditions::Reason;

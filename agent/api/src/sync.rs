@@ -131,7 +131,7 @@ pub enum SubstituteStrategy {
 }
 
 /// A schema that keeps any fields (Helm values).
-fn open_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+pub(crate) fn open_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({ "type": "object", "x-kubernetes-preserve-unknown-fields": true })
 }
 

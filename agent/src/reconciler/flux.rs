@@ -1,0 +1,259 @@
+//! Flux's objects as they are (`--accept=flux`): each `Kustomization` is reconciled through a
+//! `Sync` of the same name and namespace that this controller writes from it and its
+//! `GitRepository` ([`translate`], pure) and owns (deleted with it); the Sync controller does
+//! the rest (fetch, build, decrypt, substitute, apply, prune, heal), and this controller writes
+//! the Sync's outcome back into the Kustomization's and the GitRepository's status in Flux's
+//! shape, so that `flux get`, `kubectl wait --for=condition=ready` and dashboards keep working.
+//! `flux reconcile` (the `reconcile.fluxcd.io/requestedAt` annotation, on either object) asks
+//! the Sync for a sync now.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info_span, warn};
+
+use super::{Gate, Scope};
+use crate::api::flux::{FLUX_RECONCILE_ANNOTATION, GitRepository, Kustomization, translate};
+use crate::api::{RECONCILE_ANNOTATION, Sync};
+use crate::errors::kube_message;
+
+/// The field manager of the Syncs and statuses this controller writes.
+pub const FIELD_MANAGER: &str = "lockstep-flux";
+/// `lockstep.dev/front-end: flux` on the Syncs it writes.
+pub const FRONT_END_LABEL: &str = "lockstep.dev/front-end";
+/// `lockstep.dev/flux-source: <namespace>.<name>` of the GitRepository a Sync reads.
+pub const SOURCE_LABEL: &str = "lockstep.dev/flux-source";
+
+/// Why a reconcile of a Kustomization failed (it is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An API call failed.
+    #[error("{what}: {}", kube_message(.source))]
+    Kube {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: Box<kube::Error>,
+    },
+}
+
+fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Kube {
+        what,
+        source: Box::new(source),
+    }
+}
+
+struct Ctx {
+    client: Client,
+}
+
+/// Reconciles Kustomizations (and the GitRepositories they read) in `scope` until `shutdown`;
+/// `ready` opens once they are listed.
+pub async fn run(client: Client, scope: Scope, shutdown: CancellationToken, ready: Option<Gate>) {
+    let kustomizations: Api<Kustomization> = scope.api(&client);
+    let repos: Api<GitRepository> = scope.api(&client);
+    let syncs: Api<Sync> = scope.api(&client);
+    let controller = Controller::new(kustomizations, watcher::Config::default());
+    let store = controller.store();
+    // The first list of Kustomizations, on a watch of its own: the controller itself waits on
+    // its store, and kube-runtime wakes only one task waiting for a store.
+    if let Some(g) = ready {
+        let api: Api<Kustomization> = scope.api(&client);
+        tokio::spawn(async move {
+            let mut events = std::pin::pin!(watcher::watcher(api, watcher::Config::default()));
+            while let Some(e) = events.next().await {
+                if matches!(e, Ok(watcher::Event::InitDone)) {
+                    g.open();
+                    return;
+                }
+            }
+        });
+    }
+    let users = store;
+    controller
+        .owns(
+            syncs,
+            watcher::Config::default().labels(&format!("{FRONT_END_LABEL}=flux")),
+        )
+        .watches(repos, watcher::Config::default(), move |repo: GitRepository| {
+            let (ns, name) = (repo.namespace().unwrap_or_default(), repo.name_any());
+            users
+                .state()
+                .into_iter()
+                .filter(|k| {
+                    k.spec.source_ref.kind == "GitRepository"
+                        && k.spec.source_ref.name == name
+                        && k.spec
+                            .source_ref
+                            .namespace
+                            .clone()
+                            .or_else(|| k.namespace())
+                            .as_deref()
+                            == Some(ns.as_str())
+                })
+                .map(|k| ObjectRef::from_obj(&*k))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(reconcile, error_policy, Arc::new(Ctx { client }))
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                warn!(error = %e, "reconciling a Flux Kustomization failed");
+            }
+        })
+        .await;
+}
+
+fn error_policy(_: Arc<Kustomization>, _: &Error, _: Arc<Ctx>) -> Action {
+    Action::requeue(Duration::from_secs(10))
+}
+
+async fn reconcile(k: Arc<Kustomization>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let span = info_span!("flux_kustomization", namespace = %k.namespace().unwrap_or_default(), name = %k.name_any());
+    reconcile_one(&k, &ctx).instrument(span).await
+}
+
+async fn reconcile_one(k: &Kustomization, ctx: &Ctx) -> Result<Action, Error> {
+    let (ns, name) = (k.namespace().unwrap_or_default(), k.name_any());
+    let now = lockstep_formats::sops::now_rfc3339();
+    let kustomizations: Api<Kustomization> = Api::namespaced(ctx.client.clone(), &ns);
+    let syncs: Api<Sync> = Api::namespaced(ctx.client.clone(), &ns);
+    let source_ns = k.spec.source_ref.namespace.clone().unwrap_or_else(|| ns.clone());
+    let repos: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &source_ns);
+    let repo = if k.spec.source_ref.kind == "GitRepository" {
+        match repos
+            .get_opt(&k.spec.source_ref.name)
+            .await
+            .map_err(kube_err("reading the GitRepository"))?
+        {
+            Some(r) => Some(r),
+            None => {
+                let msg = format!("GitRepository {source_ns}/{} not found", k.spec.source_ref.name);
+                write_status(
+                    &kustomizations,
+                    k,
+                    translate::kustomization_status(k, None, Some(&msg), &[], &now),
+                )
+                .await?;
+                return Ok(Action::requeue(Duration::from_secs(30)));
+            }
+        }
+    } else {
+        None
+    };
+    let translated = match &repo {
+        Some(r) => translate::translate(k, r),
+        None => Err(translate::TranslateError::SourceKind(
+            k.spec.source_ref.kind.clone(),
+        )),
+    };
+    let t = match translated {
+        Ok(t) => t,
+        Err(e) => {
+            let st = translate::kustomization_status(k, None, Some(&e.to_string()), &[], &now);
+            write_status(&kustomizations, k, st).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let existing = syncs.get_opt(&name).await.map_err(kube_err("reading the Sync"))?;
+    if let Some(s) = &existing
+        && !s
+            .owner_references()
+            .iter()
+            .any(|o| Some(&o.uid) == k.uid().as_ref())
+    {
+        let msg = format!("a Sync {ns}/{name} exists and does not belong to this Kustomization");
+        write_status(
+            &kustomizations,
+            k,
+            translate::kustomization_status(k, None, Some(&msg), &t.unsupported, &now),
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
+    let Some(repo) = repo else {
+        return Ok(Action::await_change());
+    };
+    let requested: Vec<String> = [k.annotations(), repo.annotations()]
+        .iter()
+        .filter_map(|a| a.get(FLUX_RECONCILE_ANNOTATION).cloned())
+        .collect();
+    let mut annotations = BTreeMap::new();
+    if !requested.is_empty() {
+        annotations.insert(RECONCILE_ANNOTATION.to_owned(), requested.join(" "));
+    }
+    let owner = k.controller_owner_ref(&()).into_iter().collect::<Vec<_>>();
+    let desired = serde_json::json!({
+        "apiVersion": "lockstep.dev/v1alpha1",
+        "kind": "Sync",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "labels": {
+                FRONT_END_LABEL: "flux",
+                SOURCE_LABEL: format!("{source_ns}.{}", repo.name_any()),
+            },
+            "annotations": annotations,
+            "ownerReferences": owner,
+        },
+        "spec": t.spec,
+    });
+    let sync = syncs
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&desired),
+        )
+        .await
+        .map_err(kube_err("applying the Sync"))?;
+    let st = translate::kustomization_status(k, Some(&sync), None, &t.unsupported, &now);
+    write_status(&kustomizations, k, st).await?;
+    // The GitRepository's status, from every Sync that reads it.
+    let source = format!("{source_ns}.{}", repo.name_any());
+    let consumers = Api::<Sync>::all(ctx.client.clone())
+        .list(&kube::api::ListParams::default().labels(&format!("{SOURCE_LABEL}={source}")))
+        .await
+        .map_err(kube_err("listing the GitRepository's Syncs"))?;
+    let refs: Vec<&Sync> = consumers.items.iter().collect();
+    let gst = translate::git_repository_status(&repo, &refs, &now);
+    if repo.status.as_ref() != Some(&gst) {
+        repos
+            .patch_status(
+                &repo.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "status": gst })),
+            )
+            .await
+            .map_err(kube_err("writing the GitRepository's status"))?;
+    }
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+async fn write_status(
+    api: &Api<Kustomization>,
+    k: &Kustomization,
+    st: crate::api::flux::KustomizationStatus,
+) -> Result<(), Error> {
+    if k.status.as_ref() == Some(&st) {
+        return Ok(());
+    }
+    api.patch_status(
+        &k.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({ "status": st })),
+    )
+    .await
+    .map(|_| ())
+    .map_err(kube_err("writing the Kustomization's status"))
+}
