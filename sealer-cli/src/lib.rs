@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 
 pub mod build;
 pub mod cluster;
+pub mod import;
 pub mod install;
 pub mod ops;
 pub mod seal;
@@ -47,6 +48,9 @@ pub enum Command {
     Build(build::BuildArgs),
     /// Install the agent in a cluster (`deploy/`), or print its manifests with --export.
     Install(install::InstallArgs),
+    /// Translate a repository's Flux GitRepositories and Kustomizations into Syncs (printed),
+    /// reporting what changes meaning and what is not acted on.
+    Import(import::ImportArgs),
     /// Operate Syncs in a cluster: status, history, diff, suspend, resume, reconcile.
     #[command(flatten)]
     Ops(ops::OpsCommand),
@@ -348,6 +352,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Seal(a) => seal::run(a),
         Command::Build(a) => build::run(a),
         Command::Install(a) => install::run(a),
+        Command::Import(a) => import::run(a),
         Command::Ops(c) => ops::run(c),
         Command::Keygen(KeygenCommand::Age {
             in_cluster: true,

@@ -6,7 +6,10 @@
 //! Secret, and `dependsOn` on the first). The objects applied are equal field by field (apart
 //! from managers, ownership labels and what the API server assigns), the Kustomizations'
 //! status has Flux's shape and revision, a new commit reaches both, `flux reconcile`'s
-//! annotation is handled, and an unsupported field is named in a condition.
+//! annotation is handled, and an unsupported field is named in a condition. Then `lockstep
+//! import flux` turns the same objects into Syncs that give the same objects, and Lockstep
+//! takes over Flux's namespace once Flux stops: no object deleted or recreated (uids kept),
+//! drift healed afterwards.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -128,8 +131,32 @@ fn repository(age: &AgeKey, canary: &str) -> Repo {
     repo
 }
 
-/// The same GitRepository and Kustomizations (and their inputs) in `ns`.
-async fn objects(client: &kube::Client, ns: &str, url: &str, branch: &str, age: &AgeKey, canary: &str) {
+/// The GitRepository and the two Kustomizations, for `ns`, as a repository would hold them.
+fn flux_objects(ns: &str, url: &str, branch: &str) -> Vec<Json> {
+    vec![
+        json!({ "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+            "metadata": { "name": "fleet", "namespace": ns },
+            "spec": { "url": url, "interval": "2s", "ref": { "branch": branch } } }),
+        json!({ "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+            "metadata": { "name": "infra", "namespace": ns },
+            "spec": { "interval": "1m", "path": "./infra", "prune": true, "targetNamespace": ns,
+                      "sourceRef": { "kind": "GitRepository", "name": "fleet" } } }),
+        json!({ "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+            "metadata": { "name": "apps", "namespace": ns },
+            "spec": { "interval": "1m", "path": "./apps/prod", "prune": true, "targetNamespace": ns,
+                      "sourceRef": { "kind": "GitRepository", "name": "fleet" },
+                      "dependsOn": [{ "name": "infra" }],
+                      "decryption": { "provider": "sops", "secretRef": { "name": "sops-age" } },
+                      "postBuild": {
+                          "substitute": { "cluster_name": "prod" },
+                          "substituteFrom": [
+                              { "kind": "ConfigMap", "name": "cluster-vars" },
+                              { "kind": "Secret", "name": "secret-vars" } ] } } }),
+    ]
+}
+
+/// The inputs the Kustomizations read, in `ns`: the age key, the variables.
+async fn inputs(client: &kube::Client, ns: &str, age: &AgeKey, canary: &str) {
     age_secret(client, ns, age).await;
     secret(client, ns, "secret-vars", json!({ "token": canary })).await;
     Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), ns)
@@ -141,38 +168,19 @@ async fn objects(client: &kube::Client, ns: &str, url: &str, branch: &str, age: 
         )
         .await
         .unwrap();
-    let repos: Api<GitRepository> = Api::namespaced(client.clone(), ns);
-    repos
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "metadata": { "name": "fleet" },
-                "spec": { "url": url, "interval": "2s", "ref": { "branch": branch } }
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
-    let ks: Api<Kustomization> = Api::namespaced(client.clone(), ns);
-    for k in [
-        json!({ "metadata": { "name": "infra" },
-            "spec": { "interval": "1m", "path": "./infra", "prune": true, "targetNamespace": ns,
-                      "sourceRef": { "kind": "GitRepository", "name": "fleet" } } }),
-        json!({ "metadata": { "name": "apps" },
-            "spec": { "interval": "1m", "path": "./apps/prod", "prune": true, "targetNamespace": ns,
-                      "sourceRef": { "kind": "GitRepository", "name": "fleet" },
-                      "dependsOn": [{ "name": "infra" }],
-                      "decryption": { "provider": "sops", "secretRef": { "name": "sops-age" } },
-                      "postBuild": {
-                          "substitute": { "cluster_name": "prod" },
-                          "substituteFrom": [
-                              { "kind": "ConfigMap", "name": "cluster-vars" },
-                              { "kind": "Secret", "name": "secret-vars" } ] } } }),
-    ] {
-        let mut k = k;
-        k["apiVersion"] = json!("kustomize.toolkit.fluxcd.io/v1");
-        k["kind"] = json!("Kustomization");
-        ks.create(&PostParams::default(), &serde_json::from_value(k).unwrap())
+}
+
+/// The same GitRepository and Kustomizations (and their inputs) in `ns`.
+async fn objects(client: &kube::Client, ns: &str, url: &str, branch: &str, age: &AgeKey, canary: &str) {
+    inputs(client, ns, age, canary).await;
+    for o in flux_objects(ns, url, branch) {
+        let ar = ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+            o["apiVersion"].as_str().unwrap().split('/').next().unwrap(),
+            "v1",
+            o["kind"].as_str().unwrap(),
+        ));
+        Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar)
+            .create(&PostParams::default(), &serde_json::from_value(o).unwrap())
             .await
             .unwrap();
     }
@@ -198,16 +206,42 @@ async fn ready_on(client: &kube::Client, ns: &str, name: &str, commit: &str, sec
 /// nature: the namespace, managers, ownership labels and annotations, what the API server
 /// assigns, status.
 async fn applied(client: &kube::Client, ns: &str, k: &Kustomization) -> BTreeMap<String, Json> {
+    let entries = k
+        .status
+        .as_ref()
+        .unwrap()
+        .inventory
+        .as_ref()
+        .unwrap()
+        .entries
+        .iter()
+        .map(|e| {
+            let parts: Vec<&str> = e.id.splitn(4, '_').collect();
+            (
+                parts[2].to_owned(),
+                e.v.clone(),
+                parts[3].to_owned(),
+                parts[1].to_owned(),
+            )
+        });
+    objects_of(client, ns, entries.collect()).await
+}
+
+/// [`applied`] for (group, version, kind, name) entries.
+async fn objects_of(
+    client: &kube::Client,
+    ns: &str,
+    entries: Vec<(String, String, String, String)>,
+) -> BTreeMap<String, Json> {
     let mut out = BTreeMap::new();
-    for e in &k.status.as_ref().unwrap().inventory.as_ref().unwrap().entries {
-        let parts: Vec<&str> = e.id.splitn(4, '_').collect();
-        let (name, group, kind) = (parts[1], parts[2], parts[3]);
+    for (group, version, kind, name) in &entries {
+        let (group, kind, name) = (group.as_str(), kind.as_str(), name.as_str());
         let api_version = if group.is_empty() {
-            e.v.clone()
+            version.clone()
         } else {
-            format!("{group}/{}", e.v)
+            format!("{group}/{version}")
         };
-        let ar = ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(group, &e.v, kind));
+        let ar = ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(group, version, kind));
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
         let o = api.get(name).await.unwrap();
         let mut v = serde_json::to_value(&o).unwrap();
@@ -247,6 +281,23 @@ async fn applied(client: &kube::Client, ns: &str, k: &Kustomization) -> BTreeMap
     out
 }
 
+/// The uids of `objects` (`apiVersion/Kind/name`) in `ns`.
+async fn object_uids(client: &kube::Client, ns: &str, objects: &[&str]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for o in objects {
+        let (api_version, rest) = o.rsplit_once('/').unwrap();
+        let (api_version, kind) = api_version.rsplit_once('/').unwrap();
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let ar = ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(group, version, kind));
+        let obj = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar)
+            .get(rest)
+            .await
+            .unwrap();
+        out.push(((*o).to_owned(), obj.metadata.uid.unwrap()));
+    }
+    out
+}
+
 #[tokio::test]
 async fn flux_objects_reconcile_as_flux_reconciles_them() {
     flux_crds();
@@ -270,7 +321,7 @@ async fn flux_objects_reconcile_as_flux_reconciles_them() {
     let branch = git(repo.path(), &["rev-parse", "--abbrev-ref", "HEAD"]);
     let commit = git(repo.path(), &["rev-parse", "HEAD"]);
 
-    let _flux = Flux::start(&flux_ns, work.path());
+    let flux_controllers = Flux::start(&flux_ns, work.path());
     let _agent = Agent::start(
         cp().kubeconfig(),
         &lock_ns,
@@ -376,6 +427,119 @@ async fn flux_objects_reconcile_as_flux_reconciles_them() {
                 .then_some(())
         },
     )
+    .await;
+
+    // `lockstep import flux` on the same objects: Syncs that, applied, give the same objects.
+    let (_, import_ns) = setup("flux-import").await;
+    let clusters = work.path().join("clusters");
+    std::fs::create_dir_all(&clusters).unwrap();
+    for (i, o) in flux_objects(&import_ns, &url, &branch).iter().enumerate() {
+        std::fs::write(
+            clusters.join(format!("{i}.yaml")),
+            serde_json::to_string(o).unwrap(),
+        )
+        .unwrap();
+    }
+    let (yaml, report) = lockstep_cli::import::import(&clusters, "flux-system").unwrap();
+    assert!(
+        report.contains(&format!(
+            "Kustomization {import_ns}/apps (2.yaml): Sync {import_ns}/apps"
+        )),
+        "{report}"
+    );
+    inputs(&client, &import_ns, &age, &canary).await;
+    let _ctl = super::fixtures::Controller::start(&client, &import_ns).await;
+    for doc in lockstep_formats::yaml::load_documents(&yaml).unwrap() {
+        let s: lockstep_agent::api::Sync =
+            serde_json::from_value(lockstep_formats::sops::stores::to_json(&doc).unwrap()).unwrap();
+        super::fixtures::create(&client, &import_ns, &s).await;
+    }
+    let mut imported = BTreeMap::new();
+    for name in ["infra", "apps"] {
+        let s = super::fixtures::wait_ready(&client, &import_ns, name, "True", 120).await;
+        let entries = s.status.unwrap().inventory.into_iter().map(|e| {
+            let (group, version) = e
+                .api_version
+                .rsplit_once('/')
+                .map_or((String::new(), e.api_version.clone()), |(g, v)| {
+                    (g.to_owned(), v.to_owned())
+                });
+            (group, version, e.kind, e.name)
+        });
+        imported.extend(objects_of(&client, &import_ns, entries.collect()).await);
+    }
+    for (key, want) in &flux.2 {
+        let mut want = want.clone();
+        if key == "ConfigMap/infra-settings" {
+            want["data"]["tier"] = json!("two");
+        }
+        assert_eq!(
+            imported.get(key),
+            Some(&want),
+            "imported: {key} differs from Flux's"
+        );
+    }
+
+    // Taking over: Flux stops, Lockstep accepts the same objects; nothing is deleted or
+    // recreated, and drift is healed from then on.
+    let before = object_uids(
+        &client,
+        &flux_ns,
+        &[
+            "v1/ConfigMap/infra-settings",
+            "apps/v1/Deployment/prod-web",
+            "v1/Secret/prod-db",
+            "v1/Service/prod-web",
+        ],
+    )
+    .await;
+    drop(flux_controllers);
+    let _takeover = Agent::start(
+        cp().kubeconfig(),
+        &flux_ns,
+        "flux-takeover",
+        work.path(),
+        &["--accept=flux"],
+    )
+    .await;
+    for name in ["infra", "apps"] {
+        eventually(&format!("{name} reconciled by Lockstep"), 120, async || {
+            let s = Api::<lockstep_agent::api::Sync>::namespaced(client.clone(), &flux_ns)
+                .get(name)
+                .await
+                .ok()?;
+            let ready = s.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+            (ready.status == "True").then_some(())
+        })
+        .await;
+    }
+    let after = object_uids(
+        &client,
+        &flux_ns,
+        &[
+            "v1/ConfigMap/infra-settings",
+            "apps/v1/Deployment/prod-web",
+            "v1/Secret/prod-db",
+            "v1/Service/prod-web",
+        ],
+    )
+    .await;
+    assert_eq!(
+        before, after,
+        "an object was deleted or recreated in the takeover"
+    );
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), &flux_ns);
+    deployments
+        .patch(
+            "prod-web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "replicas": 5 } })),
+        )
+        .await
+        .unwrap();
+    eventually("the drift healed after the takeover", 60, async || {
+        (deployments.get("prod-web").await.ok()?.spec?.replicas == Some(2)).then_some(())
+    })
     .await;
 
     // The canary of the Secret variable and the SOPS file: in no status.

@@ -1,0 +1,178 @@
+//! `lockstep import flux PATH`: the Flux `GitRepository` and `Kustomization` objects of a
+//! repository, translated into `Sync`s by the same code the agent's `--accept=flux` front-end
+//! runs ([`lockstep_api::flux::translate`]), for teams that would rather switch kinds. The
+//! Syncs go to standard output as one YAML stream; the report (per Kustomization: what it
+//! became, what changes meaning, what is not acted on) to standard error.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use lockstep_api::flux::translate::{self, Translation};
+use lockstep_api::flux::{GitRepository, Kustomization};
+use lockstep_formats::sops::stores;
+use serde_json::Value as Json;
+
+use crate::{CliError, Result, stdout_write};
+
+/// Whose objects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum From {
+    /// Flux: `source.toolkit.fluxcd.io` GitRepository, `kustomize.toolkit.fluxcd.io`
+    /// Kustomization.
+    Flux,
+}
+
+/// `lockstep import`
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// Whose objects to translate.
+    #[arg(value_enum)]
+    pub from: From,
+    /// A repository (or a directory of it): every YAML file under it is read.
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// The namespace of objects that name none (where `flux bootstrap` puts them).
+    #[arg(long, default_value = "flux-system")]
+    pub default_namespace: String,
+}
+
+/// What changes meaning for every Kustomization, however it is written.
+pub const MEANING: [&str; 3] = [
+    "drift is put back within seconds, not at spec.interval",
+    "deleting the Sync leaves its objects in place (Flux's deletionPolicy Orphan)",
+    "the GitRepository's interval is the Sync's poll interval",
+];
+
+/// Runs `lockstep import`.
+pub fn run(a: ImportArgs) -> Result<()> {
+    let (out, report) = import(&a.path, &a.default_namespace)?;
+    eprint!("{report}");
+    stdout_write(out.as_bytes())
+}
+
+/// The Syncs (YAML) and the report for the objects under `root`.
+pub fn import(root: &Path, default_ns: &str) -> Result<(String, String)> {
+    let mut repos: BTreeMap<(String, String), GitRepository> = BTreeMap::new();
+    let mut kustomizations: Vec<(String, Kustomization)> = Vec::new();
+    let mut files = Vec::new();
+    walk(root, &mut files)?;
+    for file in files {
+        let rel = file.strip_prefix(root).unwrap_or(&file).display().to_string();
+        let text = std::fs::read_to_string(&file).map_err(|source| CliError::Io {
+            path: file.clone(),
+            source,
+        })?;
+        // Files that are not YAML objects (values files, templates) are no Flux objects.
+        let Ok(docs) = lockstep_formats::yaml::load_documents(&text) else {
+            continue;
+        };
+        for doc in docs {
+            let Ok(mut json) = stores::to_json(&doc) else {
+                continue;
+            };
+            let api = json
+                .get("apiVersion")
+                .and_then(Json::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let kind = json
+                .get("kind")
+                .and_then(Json::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let group = api.split('/').next().unwrap_or_default();
+            if json.pointer("/metadata/namespace").is_none()
+                && let Some(md) = json.get_mut("metadata").and_then(Json::as_object_mut)
+            {
+                md.insert("namespace".into(), Json::String(default_ns.to_owned()));
+            }
+            let bad = |e: serde_json::Error| CliError::Usage(format!("{rel}: {kind}: {e}"));
+            match (group, kind.as_str()) {
+                ("source.toolkit.fluxcd.io", "GitRepository") => {
+                    let r: GitRepository = serde_json::from_value(json).map_err(bad)?;
+                    let key = (
+                        r.metadata.namespace.clone().unwrap_or_default(),
+                        r.metadata.name.clone().unwrap_or_default(),
+                    );
+                    repos.insert(key, r);
+                }
+                ("kustomize.toolkit.fluxcd.io", "Kustomization") => {
+                    kustomizations.push((rel.clone(), serde_json::from_value(json).map_err(bad)?));
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut syncs = Vec::new();
+    let mut report = String::new();
+    for (file, k) in &kustomizations {
+        let (ns, name) = (
+            k.metadata.namespace.clone().unwrap_or_default(),
+            k.metadata.name.clone().unwrap_or_default(),
+        );
+        let source_ns = k.spec.source_ref.namespace.clone().unwrap_or_else(|| ns.clone());
+        let Some(repo) = repos.get(&(source_ns.clone(), k.spec.source_ref.name.clone())) else {
+            report.push_str(&format!(
+                "Kustomization {ns}/{name} ({file}): not translated: {} {source_ns}/{} is not in {}\n",
+                k.spec.source_ref.kind,
+                k.spec.source_ref.name,
+                root.display()
+            ));
+            continue;
+        };
+        match translate::translate(k, repo) {
+            Ok(Translation { spec, unsupported }) => {
+                report.push_str(&format!("Kustomization {ns}/{name} ({file}): Sync {ns}/{name}\n"));
+                for m in MEANING {
+                    report.push_str(&format!("  changes meaning: {m}\n"));
+                }
+                for u in unsupported {
+                    report.push_str(&format!("  not acted on: {u}\n"));
+                }
+                let sync = serde_json::json!({
+                    "apiVersion": "lockstep.dev/v1alpha1",
+                    "kind": "Sync",
+                    "metadata": { "name": name, "namespace": ns },
+                    "spec": spec,
+                });
+                syncs.push(stores::from_json(sync));
+            }
+            Err(e) => report.push_str(&format!(
+                "Kustomization {ns}/{name} ({file}): not translated: {e}\n"
+            )),
+        }
+    }
+    if kustomizations.is_empty() {
+        report.push_str(&format!("no Flux Kustomization under {}\n", root.display()));
+    }
+    let out = if syncs.is_empty() {
+        String::new()
+    } else {
+        lockstep_formats::yaml::emit_documents(&syncs)?
+    };
+    Ok((out, report))
+}
+
+/// Every `.yaml`/`.yml` file under `dir`, `.git` and hidden directories left out, in order.
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let io = |source| CliError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .filter_map(|e| e.ok())
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let p = e.path();
+        let hidden = e.file_name().to_string_lossy().starts_with('.');
+        match e.file_type() {
+            Ok(t) if t.is_dir() && !hidden => walk(&p, out)?,
+            Ok(t) if t.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml") => out.push(p),
+            _ => {}
+        }
+    }
+    Ok(())
+}
