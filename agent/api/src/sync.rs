@@ -81,10 +81,60 @@ pub struct SyncSpec {
     /// Render a Helm chart, with Helm's own engine, instead of the path's files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub helm: Option<HelmSpec>,
+    /// Build the path with kustomize the way Flux's kustomize-controller does: its kustomization
+    /// (or, when it has none, one listing its YAML files, as Flux generates it), with
+    /// `targetNamespace` as the kustomization's `namespace` and these fields written in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kustomize: Option<KustomizeSpec>,
     /// Flux's `postBuild`: variables substituted into every object after the build and its
     /// decryption (not into a chart's objects, as in Flux).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub post_build: Option<PostBuild>,
+}
+
+/// What a Flux Kustomization adds to the kustomize build of its path.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KustomizeSpec {
+    /// Prefix of every object's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_prefix: Option<String>,
+    /// Suffix of every object's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_suffix: Option<String>,
+    /// kustomize `patches` (`{patch, target}`), appended to the kustomization's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "open_list")]
+    pub patches: Vec<serde_json::Value>,
+    /// kustomize `images` (`{name, newName, newTag, digest}`), merged by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "open_list")]
+    pub images: Vec<serde_json::Value>,
+    /// Components added, relative to the path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<String>,
+    /// Leave out components that do not exist (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_missing_components: Option<bool>,
+    /// Labels and annotations put on every object after the build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub common_metadata: Option<CommonMetadata>,
+}
+
+/// Labels and annotations for every object.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+pub struct CommonMetadata {
+    /// Labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A schema for a list of open objects.
+pub(crate) fn open_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "array", "items": { "type": "object", "x-kubernetes-preserve-unknown-fields": true } })
 }
 
 /// Flux's `postBuild` (kustomize.toolkit.fluxcd.io/v1), with its semantics: `${var}`,

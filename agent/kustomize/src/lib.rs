@@ -18,6 +18,7 @@
 
 pub mod decrypt;
 pub mod helper;
+pub mod overlay;
 pub mod paths;
 pub mod plain;
 pub mod process;

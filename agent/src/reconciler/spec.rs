@@ -116,6 +116,23 @@ pub fn config(s: &Sync, tenant: Option<String>) -> Result<Config, Error> {
         wait: (s.spec.wait == Some(true)).then(|| super::schedule::timeout(s)),
         ignore: s.spec.ignore.clone(),
         tenant,
+        kustomize: s.spec.kustomize.as_ref().filter(|_| !helm).map(|k| {
+            std::sync::Arc::new(lockstep_kustomize::overlay::Overlay {
+                namespace: s.spec.target_namespace.clone(),
+                name_prefix: k.name_prefix.clone(),
+                name_suffix: k.name_suffix.clone(),
+                patches: k.patches.clone(),
+                components: k.components.clone(),
+                ignore_missing_components: k.ignore_missing_components == Some(true),
+                images: k.images.clone(),
+            })
+        }),
+        common_metadata: s
+            .spec
+            .kustomize
+            .as_ref()
+            .filter(|_| !helm)
+            .and_then(|k| k.common_metadata.clone()),
         ..Config::new(s.spec.source.url.clone(), s.owner())
     })
 }

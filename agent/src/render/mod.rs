@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use lockstep_formats::secret::SecretJson;
 use lockstep_formats::sops::Format;
+use lockstep_kustomize::overlay::Overlay;
 use lockstep_kustomize::{Helper, Unit};
 use serde_json::Value as Json;
 
@@ -211,13 +212,17 @@ impl Render {
         commit: &str,
         files: &BTreeMap<String, Vec<u8>>,
         path: &str,
+        overlay: Option<&Overlay>,
     ) -> Result<Arc<Vec<Document>>, Error> {
         let key = format!(
-            "{commit}\0{path}\0{:?}\0{}",
+            "{commit}\0{path}\0{:?}\0{}\0{}",
             self.kustomize
                 .as_ref()
                 .map(|h| (&h.program, h.timeout, h.max_output)),
-            lockstep_kustomize::helper::KUSTOMIZE_API_VERSION
+            lockstep_kustomize::helper::KUSTOMIZE_API_VERSION,
+            overlay
+                .map(|o| serde_json::to_string(o).unwrap_or_default())
+                .unwrap_or_default()
         );
         if let Some((k, docs)) = self
             .last
@@ -228,13 +233,38 @@ impl Render {
         {
             return Ok(docs.clone());
         }
-        let docs = Arc::new(self.render(files, path)?);
+        let docs = Arc::new(match overlay {
+            Some(o) => self.render_as_flux(files, path, o)?,
+            None => self.render(files, path)?,
+        });
         let mut last = self.last.lock().map_err(|_| Error::Task("poisoned".into()))?;
         if last.len() >= KEPT_RENDERS && !last.contains_key(owner) {
             last.clear();
         }
         last.insert(owner.to_owned(), (key, docs.clone()));
         Ok(docs)
+    }
+}
+
+impl Render {
+    /// The path built as Flux's kustomize-controller builds it: always with kustomize, its
+    /// kustomization (or one generated from its YAML files) with `overlay` written in
+    /// ([`lockstep_kustomize::overlay`]).
+    pub fn render_as_flux(
+        &self,
+        files: &BTreeMap<String, Vec<u8>>,
+        path: &str,
+        overlay: &Overlay,
+    ) -> Result<Vec<Document>, Error> {
+        let (file, text) = lockstep_kustomize::overlay::kustomization(files, path, overlay)?;
+        // The revision as kustomize-controller leaves it before the build: its kustomization
+        // (generated or amended) in place.
+        let mut files = files.clone();
+        files.insert(file, text);
+        self.builds.fetch_add(1, Ordering::Relaxed);
+        let mut out = Vec::new();
+        kustomize::build(self.kustomize.as_ref(), &files, path, &mut out)?;
+        Ok(out)
     }
 }
 
@@ -320,18 +350,18 @@ mod tests {
     fn the_last_render_of_a_sync_is_reused_for_the_same_commit_only() {
         let files = repo(&[("a.yaml", CM)]);
         let r = Render::new(None);
-        let first = r.cached("ns.app", "c1", &files, "").unwrap();
+        let first = r.cached("ns.app", "c1", &files, "", None).unwrap();
         assert!(Arc::ptr_eq(
             &first,
-            &r.clone().cached("ns.app", "c1", &files, "").unwrap()
+            &r.clone().cached("ns.app", "c1", &files, "", None).unwrap()
         ));
         assert!(!Arc::ptr_eq(
             &first,
-            &r.cached("ns.app", "c2", &files, "").unwrap()
+            &r.cached("ns.app", "c2", &files, "", None).unwrap()
         ));
         assert!(!Arc::ptr_eq(
             &first,
-            &r.cached("ns.other", "c1", &files, "").unwrap()
+            &r.cached("ns.other", "c1", &files, "", None).unwrap()
         ));
     }
 }

@@ -73,6 +73,11 @@ pub struct Config {
     pub skip_if_inputs: Option<String>,
     /// `spec.postBuild`'s variables (not for a Helm Sync).
     pub post_build: Option<std::sync::Arc<postbuild::PostBuildConfig>>,
+    /// `spec.kustomize`: the path built with kustomize as Flux builds it, this written into its
+    /// kustomization (not for a Helm Sync).
+    pub kustomize: Option<std::sync::Arc<lockstep_kustomize::overlay::Overlay>>,
+    /// `spec.kustomize.commonMetadata`: labels and annotations put on every object.
+    pub common_metadata: Option<crate::api::CommonMetadata>,
 }
 
 impl Config {
@@ -118,6 +123,8 @@ impl Config {
             timeout: Duration::from_secs(300),
             skip_if_inputs: None,
             post_build: None,
+            kustomize: None,
+            common_metadata: None,
         }
     }
 }
@@ -225,11 +232,11 @@ pub async fn render(
     cfg: &Config,
     rev: std::sync::Arc<source::Revision>,
 ) -> Result<std::sync::Arc<Vec<Document>>, Error> {
-    let (render, owner) = (cfg.render.clone(), cfg.owner.clone());
+    let (render, owner, overlay) = (cfg.render.clone(), cfg.owner.clone(), cfg.kustomize.clone());
     let span = tracing::Span::current();
     Ok(tokio::task::spawn_blocking(move || {
         let _in_reconcile = span.enter();
-        render.cached(&owner, &rev.commit, &rev.files, &rev.path)
+        render.cached(&owner, &rev.commit, &rev.files, &rev.path, overlay.as_deref())
     })
     .await
     .map_err(|e| render::Error::Task(e.to_string()))??)
@@ -252,6 +259,9 @@ pub async fn render_revision(
             if let Some(pb) = &cfg.post_build {
                 postbuild::substitute(&mut manifests, pb)?;
             }
+            if let Some(cm) = &cfg.common_metadata {
+                common_metadata(&mut manifests, cm);
+            }
             manifests
         }
     };
@@ -271,6 +281,31 @@ pub async fn render_revision(
         }
     }
     Ok(manifests)
+}
+
+/// Puts `cm`'s labels and annotations on every object (over theirs), as Flux's
+/// `commonMetadata` does at apply.
+fn common_metadata(manifests: &mut [Manifest], cm: &crate::api::CommonMetadata) {
+    for m in manifests {
+        for (field, values) in [("labels", &cm.labels), ("annotations", &cm.annotations)] {
+            if values.is_empty() {
+                continue;
+            }
+            let Some(md) = m
+                .object
+                .get_mut("metadata")
+                .and_then(serde_json::Value::as_object_mut)
+            else {
+                continue;
+            };
+            let entry = md.entry(field).or_insert_with(|| serde_json::json!({}));
+            if let Some(map) = entry.as_object_mut() {
+                for (k, v) in values {
+                    map.insert(k.clone(), serde_json::Value::String(v.clone()));
+                }
+            }
+        }
+    }
 }
 
 /// A Helm Sync's chart (and its dependencies) for `rev`, resolved (`None` for other Syncs).

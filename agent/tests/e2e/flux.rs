@@ -139,7 +139,7 @@ fn flux_objects(ns: &str, url: &str, branch: &str) -> Vec<Json> {
             "spec": { "url": url, "interval": "2s", "ref": { "branch": branch } } }),
         json!({ "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
             "metadata": { "name": "infra", "namespace": ns },
-            "spec": { "interval": "1m", "path": "./infra", "prune": true, "targetNamespace": ns,
+            "spec": { "interval": "1m", "path": "./infra", "prune": true, "targetNamespace": ns, "namePrefix": "i-",
                       "sourceRef": { "kind": "GitRepository", "name": "fleet" } } }),
         json!({ "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
             "metadata": { "name": "apps", "namespace": ns },
@@ -147,6 +147,11 @@ fn flux_objects(ns: &str, url: &str, branch: &str) -> Vec<Json> {
                       "sourceRef": { "kind": "GitRepository", "name": "fleet" },
                       "dependsOn": [{ "name": "infra" }],
                       "decryption": { "provider": "sops", "secretRef": { "name": "sops-age" } },
+                      "images": [{ "name": "registry.k8s.io/pause", "newTag": "3.9" }],
+                      "patches": [{ "patch": "- op: add\n  path: /metadata/annotations/patched\n  value: by-flux",
+                                    "target": { "kind": "Deployment" } }],
+                      "commonMetadata": { "labels": { "team": "web" } },
+                      "nameSuffix": "-v1",
                       "postBuild": {
                           "substitute": { "cluster_name": "prod" },
                           "substituteFrom": [
@@ -352,8 +357,14 @@ async fn flux_objects_reconcile_as_flux_reconciles_them() {
     for (key, want) in &flux.2 {
         assert_eq!(&lock.2[key], want, "{key} differs from Flux's");
     }
-    let deploy = &lock.2["Deployment/prod-web"];
+    let deploy = &lock.2["Deployment/prod-web-v1"];
     assert_eq!(deploy["spec"]["replicas"], 2);
+    assert_eq!(deploy["metadata"]["annotations"]["patched"], "by-flux");
+    assert_eq!(deploy["metadata"]["labels"]["team"], "web");
+    assert_eq!(
+        deploy["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.k8s.io/pause:3.9"
+    );
     assert_eq!(deploy["metadata"]["labels"]["cluster"], "prod");
     // The status in Flux's shape.
     for (k, peer) in [(&lock.0, &flux.0), (&lock.1, &flux.1)] {
@@ -398,7 +409,7 @@ async fn flux_objects_reconcile_as_flux_reconciles_them() {
     for ns in [&flux_ns, &lock_ns] {
         ready_on(&client, ns, "infra", &second, 120).await;
         let cm = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), ns)
-            .get("infra-settings")
+            .get("i-infra-settings")
             .await
             .unwrap();
         assert_eq!(cm.data.unwrap()["tier"], "two");
@@ -411,7 +422,7 @@ async fn flux_objects_reconcile_as_flux_reconciles_them() {
         &PatchParams::default(),
         &Patch::Merge(
             json!({ "metadata": { "annotations": { "reconcile.fluxcd.io/requestedAt": "now-1" } },
-                              "spec": { "images": [{ "name": "x", "newTag": "2" }] } }),
+                              "spec": { "force": true } }),
         ),
     )
     .await
@@ -423,7 +434,7 @@ async fn flux_objects_reconcile_as_flux_reconciles_them() {
             let k = ks.get("infra").await.ok()?;
             let st = k.status?;
             let c = st.conditions.iter().find(|c| c.type_ == "Unsupported")?;
-            (c.message.contains("spec.images") && st.last_handled_reconcile_at.as_deref() == Some("now-1"))
+            (c.message.contains("spec.force") && st.last_handled_reconcile_at.as_deref() == Some("now-1"))
                 .then_some(())
         },
     )
@@ -470,7 +481,7 @@ async fn flux_objects_reconcile_as_flux_reconciles_them() {
     }
     for (key, want) in &flux.2 {
         let mut want = want.clone();
-        if key == "ConfigMap/infra-settings" {
+        if key == "ConfigMap/i-infra-settings" {
             want["data"]["tier"] = json!("two");
         }
         assert_eq!(
@@ -486,10 +497,10 @@ async fn flux_objects_reconcile_as_flux_reconciles_them() {
         &client,
         &flux_ns,
         &[
-            "v1/ConfigMap/infra-settings",
-            "apps/v1/Deployment/prod-web",
-            "v1/Secret/prod-db",
-            "v1/Service/prod-web",
+            "v1/ConfigMap/i-infra-settings",
+            "apps/v1/Deployment/prod-web-v1",
+            "v1/Secret/prod-db-v1",
+            "v1/Service/prod-web-v1",
         ],
     )
     .await;
@@ -517,10 +528,10 @@ async fn flux_objects_reconcile_as_flux_reconciles_them() {
         &client,
         &flux_ns,
         &[
-            "v1/ConfigMap/infra-settings",
-            "apps/v1/Deployment/prod-web",
-            "v1/Secret/prod-db",
-            "v1/Service/prod-web",
+            "v1/ConfigMap/i-infra-settings",
+            "apps/v1/Deployment/prod-web-v1",
+            "v1/Secret/prod-db-v1",
+            "v1/Service/prod-web-v1",
         ],
     )
     .await;
@@ -531,14 +542,14 @@ async fn flux_objects_reconcile_as_flux_reconciles_them() {
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), &flux_ns);
     deployments
         .patch(
-            "prod-web",
+            "prod-web-v1",
             &PatchParams::default(),
             &Patch::Merge(json!({ "spec": { "replicas": 5 } })),
         )
         .await
         .unwrap();
     eventually("the drift healed after the takeover", 60, async || {
-        (deployments.get("prod-web").await.ok()?.spec?.replicas == Some(2)).then_some(())
+        (deployments.get("prod-web-v1").await.ok()?.spec?.replicas == Some(2)).then_some(())
     })
     .await;
 

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod translate;
 
-use super::{Condition, PostBuild, open_object};
+use super::{CommonMetadata, Condition, PostBuild, open_list, open_object};
 
 /// A local object reference (`name`).
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
@@ -217,8 +217,7 @@ pub struct KustomizationSpec {
     pub name_suffix: Option<String>,
     /// Labels and annotations put on every object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "open_object")]
-    pub common_metadata: Option<serde_json::Value>,
+    pub common_metadata: Option<CommonMetadata>,
     /// Recreate objects whose immutable fields changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force: Option<bool>,
@@ -384,11 +383,6 @@ pub struct FluxInventoryEntry {
 
 /// The annotation Flux's CLI sets to ask for a reconcile now (`flux reconcile`).
 pub const FLUX_RECONCILE_ANNOTATION: &str = "reconcile.fluxcd.io/requestedAt";
-
-/// A schema for a list of open objects.
-fn open_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({ "type": "array", "items": { "type": "object", "x-kubernetes-preserve-unknown-fields": true } })
-}
 
 /// `kustomize.toolkit.fluxcd.io/name` and `/namespace`: the labels kustomize-controller puts
 /// on what it applies, put there by Lockstep too.

@@ -7,8 +7,8 @@ use crate::flux::{
     KustomizationStatus,
 };
 use crate::{
-    Condition, Decryption, DependencyRef, GitRef, IgnoreRule, IgnoreTarget, LocalRef, Reason, Retry,
-    SopsDecryption, Source, Sync, SyncSpec,
+    Condition, Decryption, DependencyRef, GitRef, IgnoreRule, IgnoreTarget, KustomizeSpec, LocalRef, Reason,
+    Retry, SopsDecryption, Source, Sync, SyncSpec,
 };
 
 /// What a Kustomization becomes.
@@ -155,12 +155,6 @@ pub fn translate(k: &Kustomization, repo: &GitRepository) -> Result<Translation,
         !s.health_check_exprs.is_empty(),
         "kstatus rules only",
     );
-    named("spec.patches", !s.patches.is_empty(), "not applied");
-    named("spec.images", !s.images.is_empty(), "not applied");
-    named("spec.components", !s.components.is_empty(), "not applied");
-    named("spec.namePrefix", s.name_prefix.is_some(), "not applied");
-    named("spec.nameSuffix", s.name_suffix.is_some(), "not applied");
-    named("spec.commonMetadata", s.common_metadata.is_some(), "not applied");
     named("spec.force", s.force == Some(true), "objects are not recreated");
     named(
         "spec.serviceAccountName",
@@ -265,6 +259,17 @@ pub fn translate(k: &Kustomization, repo: &GitRepository) -> Result<Translation,
             .collect(),
         post_build: s.post_build.clone(),
         ignore,
+        // Always: Flux builds every path with kustomize, generating a kustomization when there
+        // is none, with the target namespace as its namespace.
+        kustomize: Some(KustomizeSpec {
+            name_prefix: s.name_prefix.clone(),
+            name_suffix: s.name_suffix.clone(),
+            patches: s.patches.clone(),
+            images: s.images.clone(),
+            components: s.components.clone(),
+            ignore_missing_components: s.ignore_missing_components,
+            common_metadata: s.common_metadata.clone(),
+        }),
         ..SyncSpec::default()
     };
     Ok(Translation { spec, unsupported })
@@ -580,7 +585,7 @@ mod tests {
             json!({ "sourceRef": { "kind": "GitRepository", "name": "infra" }, "path": "./apps/prod",
             "interval": "10m", "retryInterval": "30s", "prune": true, "targetNamespace": "apps", "wait": true,
             "dependsOn": [{ "name": "infra" }], "decryption": { "provider": "sops", "secretRef": { "name": "sops-age" } },
-            "postBuild": { "substitute": { "a": "b" } }, "images": [{ "name": "x", "newTag": "2" }] }),
+            "postBuild": { "substitute": { "a": "b" } }, "images": [{ "name": "x", "newTag": "2" }], "force": true }),
         );
         let t = translate(&k, &r).unwrap();
         let s = &t.spec;
@@ -607,7 +612,8 @@ mod tests {
             "sops-age"
         );
         assert_eq!(s.post_build.as_ref().unwrap().substitute["a"], "b");
-        assert_eq!(t.unsupported, ["spec.images: not applied"]);
+        assert_eq!(s.kustomize.as_ref().unwrap().images.len(), 1);
+        assert_eq!(t.unsupported, ["spec.force: objects are not recreated"]);
 
         let oci = ks(
             json!({ "sourceRef": { "kind": "OCIRepository", "name": "x" }, "interval": "1m", "prune": true }),
