@@ -148,7 +148,7 @@ pub fn translate(k: &Kustomization, repo: &GitRepository) -> Result<Translation,
     named(
         "spec.healthChecks",
         !s.health_checks.is_empty(),
-        "set spec.wait: the applied objects' health is checked",
+        "every applied object's health is waited for instead (as with spec.wait); objects this Kustomization does not apply are not checked",
     );
     named(
         "spec.healthCheckExprs",
@@ -247,7 +247,7 @@ pub fn translate(k: &Kustomization, repo: &GitRepository) -> Result<Translation,
         allow_mass_deletion: Some(true),
         suspend: s.suspend.or(r.suspend),
         timeout: s.timeout.clone().or_else(|| Some(s.interval.clone())),
-        wait: s.wait,
+        wait: (s.wait == Some(true) || !s.health_checks.is_empty()).then_some(true),
         retry,
         depends_on: s
             .depends_on
