@@ -111,6 +111,13 @@ pub fn import(root: &Path, default_ns: &str) -> Result<(String, String)> {
             k.metadata.namespace.clone().unwrap_or_default(),
             k.metadata.name.clone().unwrap_or_default(),
         );
+        if k.spec.source_ref.kind != "GitRepository" {
+            let e = translate::TranslateError::SourceKind(k.spec.source_ref.kind.clone());
+            report.push_str(&format!(
+                "Kustomization {ns}/{name} ({file}): not translated: {e}\n"
+            ));
+            continue;
+        }
         let source_ns = k.spec.source_ref.namespace.clone().unwrap_or_else(|| ns.clone());
         let Some(repo) = repos.get(&(source_ns.clone(), k.spec.source_ref.name.clone())) else {
             report.push_str(&format!(
@@ -175,4 +182,54 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_flux_repository_becomes_syncs_with_a_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = |f: &str, t: &str| {
+            let p = dir.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, t).unwrap();
+        };
+        w(
+            "clusters/prod/flux-system/gotk-sync.yaml",
+            "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: flux-system\n  namespace: flux-system\nspec:\n  interval: 1m0s\n  ref:\n    branch: main\n  secretRef:\n    name: flux-system\n  url: ssh://git@github.com/org/fleet\n---\napiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: flux-system\n  namespace: flux-system\nspec:\n  interval: 10m0s\n  path: ./clusters/prod\n  prune: true\n  sourceRef:\n    kind: GitRepository\n    name: flux-system\n",
+        );
+        w(
+            "clusters/prod/apps.yaml",
+            "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: apps\nspec:\n  interval: 10m\n  path: ./apps/prod\n  prune: true\n  dependsOn: [{name: flux-system}]\n  force: true\n  sourceRef: {kind: GitRepository, name: flux-system}\n---\napiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: charts\nspec:\n  interval: 10m\n  prune: true\n  sourceRef: {kind: OCIRepository, name: charts}\n",
+        );
+        w("apps/prod/values.yaml", "{{ not yaml");
+        let (out, report) = import(dir.path(), "flux-system").unwrap();
+        let docs = lockstep_formats::yaml::load_documents(&out).unwrap();
+        let syncs: Vec<Json> = docs.iter().map(|d| stores::to_json(d).unwrap()).collect();
+        assert_eq!(syncs.len(), 2, "{out}");
+        let apps = syncs.iter().find(|s| s["metadata"]["name"] == "apps").unwrap();
+        assert_eq!(apps["metadata"]["namespace"], "flux-system");
+        assert_eq!(apps["spec"]["source"]["url"], "ssh://git@github.com/org/fleet");
+        assert_eq!(apps["spec"]["source"]["path"], "apps/prod");
+        assert_eq!(apps["spec"]["source"]["secretRef"]["name"], "flux-system");
+        assert_eq!(apps["spec"]["dependsOn"][0]["name"], "flux-system");
+        assert!(
+            report
+                .contains("Kustomization flux-system/apps (clusters/prod/apps.yaml): Sync flux-system/apps"),
+            "{report}"
+        );
+        assert!(
+            report.contains("  not acted on: spec.force: objects are not recreated"),
+            "{report}"
+        );
+        assert!(
+            report.contains(
+                "Kustomization flux-system/charts (clusters/prod/apps.yaml): not translated: spec.sourceRef.kind OCIRepository: only GitRepository sources"
+            ),
+            "{report}"
+        );
+    }
 }

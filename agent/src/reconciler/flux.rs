@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::WatchStreamExt as _;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -56,6 +57,8 @@ fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
 
 struct Ctx {
     client: Client,
+    /// The Syncs this controller wrote.
+    syncs: kube::runtime::reflector::Store<Sync>,
 }
 
 /// Reconciles Kustomizations (and the GitRepositories they read) in `scope` until `shutdown`;
@@ -81,11 +84,20 @@ pub async fn run(client: Client, scope: Scope, shutdown: CancellationToken, read
         });
     }
     let users = store;
-    controller
-        .owns(
+    // The Syncs this controller writes, in a store of its own: a GitRepository's status is
+    // read from them without a list per reconcile.
+    let (sync_store, writer) = kube::runtime::reflector::store::<Sync>();
+    let written = kube::runtime::reflector(
+        writer,
+        watcher::watcher(
             syncs,
             watcher::Config::default().labels(&format!("{FRONT_END_LABEL}=flux")),
-        )
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+    controller
+        .owns_stream(written)
         .watches(repos, watcher::Config::default(), move |repo: GitRepository| {
             let (ns, name) = (repo.namespace().unwrap_or_default(), repo.name_any());
             users
@@ -106,7 +118,14 @@ pub async fn run(client: Client, scope: Scope, shutdown: CancellationToken, read
                 .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown.cancelled_owned())
-        .run(reconcile, error_policy, Arc::new(Ctx { client }))
+        .run(
+            reconcile,
+            error_policy,
+            Arc::new(Ctx {
+                client,
+                syncs: sync_store,
+            }),
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 warn!(error = %e, "reconciling a Flux Kustomization failed");
@@ -221,11 +240,12 @@ async fn reconcile_one(k: &Kustomization, ctx: &Ctx) -> Result<Action, Error> {
     write_status(&kustomizations, k, st).await?;
     // The GitRepository's status, from every Sync that reads it.
     let source = format!("{source_ns}.{}", repo.name_any());
-    let consumers = Api::<Sync>::all(ctx.client.clone())
-        .list(&kube::api::ListParams::default().labels(&format!("{SOURCE_LABEL}={source}")))
-        .await
-        .map_err(kube_err("listing the GitRepository's Syncs"))?;
-    let refs: Vec<&Sync> = consumers.items.iter().collect();
+    let consumers = ctx.syncs.state();
+    let refs: Vec<&Sync> = consumers
+        .iter()
+        .filter(|s| s.labels().get(SOURCE_LABEL) == Some(&source))
+        .map(|s| &**s)
+        .collect();
     let gst = translate::git_repository_status(&repo, &refs, &now);
     if repo.status.as_ref() != Some(&gst) {
         repos
