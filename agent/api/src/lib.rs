@@ -2,6 +2,7 @@
 //! vocabulary, the labels and annotations the agent puts on objects, and the CRDs generated from
 //! the types. No I/O; every other module may use it.
 
+pub mod argocd;
 pub mod conditions;
 pub mod crd;
 pub mod flux;

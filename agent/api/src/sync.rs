@@ -41,6 +41,10 @@ pub struct SyncSpec {
     /// Namespace for every namespaced object (overrides theirs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_namespace: Option<String>,
+    /// Namespace for namespaced objects that name none (Argo CD's `destination.namespace`);
+    /// unlike `targetNamespace`, a namespace an object names is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_namespace: Option<String>,
     /// Delete objects that left Git (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prune: Option<bool>,
@@ -439,6 +443,10 @@ pub struct Source {
     /// How often to check for new commits, as a Go duration (default `5m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<String>,
+    /// Read a plain directory's subdirectories too (default true; Argo CD's
+    /// `directory.recurse` is false unless set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recurse: Option<bool>,
 }
 
 /// A Git reference: exactly one of these.

@@ -30,7 +30,7 @@ use serde_json::Value as Json;
 
 pub use decrypt::{Encrypted, decrypt};
 pub use helper::Helper;
-pub use paths::{Unit, kustomization_file, units};
+pub use paths::{Unit, kustomization_file, units, units_with};
 pub use scan::{Refusal, Scan};
 
 /// The annotation kustomize records an object's origin in.

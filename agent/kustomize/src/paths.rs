@@ -85,8 +85,25 @@ pub fn under<'a>(
 /// every file is a plain manifest, except that a subdirectory holding a kustomization is built
 /// as one (and not descended into).
 pub fn units(files: &BTreeMap<String, Vec<u8>>, path: &str) -> Vec<Unit> {
+    units_with(files, path, true)
+}
+
+/// [`units`], reading subdirectories only when `recurse` (Argo CD's `directory.recurse`, false
+/// there by default: only the files directly in `path`).
+pub fn units_with(files: &BTreeMap<String, Vec<u8>>, path: &str, recurse: bool) -> Vec<Unit> {
     if kustomization_file(files, path).is_some() {
         return vec![Unit::Kustomization { dir: path.to_owned() }];
+    }
+    if !recurse {
+        let prefix = if path.is_empty() {
+            String::new()
+        } else {
+            format!("{path}/")
+        };
+        return under(files, path)
+            .filter(|(f, _)| !f[prefix.len()..].contains('/'))
+            .map(|(f, _)| Unit::File(f.clone()))
+            .collect();
     }
     let mut out = Vec::new();
     let mut built: Option<String> = None;

@@ -37,6 +37,7 @@ impl Bootstrap {
                 path: (!self.path.is_empty()).then(|| self.path.clone()),
                 secret_ref: self.secret.clone().map(|name| LocalRef { name }),
                 interval: Some(self.interval.clone()),
+                recurse: None,
             },
             decryption: self.sops_secret.clone().map(|name| Decryption {
                 sops: Some(SopsDecryption {

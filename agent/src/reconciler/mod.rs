@@ -10,6 +10,7 @@
 //! report it ([`report`]: Event and metrics). When a sync is due is [`schedule`]'s decision,
 //! also pure.
 
+pub mod argocd;
 pub mod bootstrap;
 pub mod depends_on;
 pub mod differ;

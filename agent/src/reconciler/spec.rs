@@ -31,6 +31,8 @@ pub fn reference(s: &Sync) -> Result<Reference, Error> {
         return Ok(Reference::Branch("main".into()));
     };
     match (&r.branch, &r.tag, &r.semver, &r.commit) {
+        // `HEAD`: the remote's default branch (no branch may be called so).
+        (Some(b), None, None, None) if b == "HEAD" => Ok(Reference::Head),
         (Some(b), None, None, None) => Ok(Reference::Branch(b.clone())),
         (None, Some(t), None, None) => Ok(Reference::Tag(t.clone())),
         (None, None, Some(v), None) => Ok(Reference::Semver(v.clone())),
@@ -127,6 +129,8 @@ pub fn config(s: &Sync, tenant: Option<String>) -> Result<Config, Error> {
                 images: k.images.clone(),
             })
         }),
+        recurse: s.spec.source.recurse != Some(false),
+        default_namespace: s.spec.default_namespace.clone(),
         common_metadata: s
             .spec
             .kustomize

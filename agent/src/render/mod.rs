@@ -213,9 +213,10 @@ impl Render {
         files: &BTreeMap<String, Vec<u8>>,
         path: &str,
         overlay: Option<&Overlay>,
+        recurse: bool,
     ) -> Result<Arc<Vec<Document>>, Error> {
         let key = format!(
-            "{commit}\0{path}\0{:?}\0{}\0{}",
+            "{commit}\0{path}\0{recurse}\0{:?}\0{}\0{}",
             self.kustomize
                 .as_ref()
                 .map(|h| (&h.program, h.timeout, h.max_output)),
@@ -235,7 +236,7 @@ impl Render {
         }
         let docs = Arc::new(match overlay {
             Some(o) => self.render_as_flux(files, path, o)?,
-            None => self.render(files, path)?,
+            None => self.render_dir(files, path, recurse)?,
         });
         let mut last = self.last.lock().map_err(|_| Error::Task("poisoned".into()))?;
         if last.len() >= KEPT_RENDERS && !last.contains_key(owner) {
@@ -270,8 +271,20 @@ impl Render {
 
 impl Renderer for Render {
     fn render(&self, files: &BTreeMap<String, Vec<u8>>, path: &str) -> Result<Vec<Document>, Error> {
+        self.render_dir(files, path, true)
+    }
+}
+
+impl Render {
+    /// [`Renderer::render`], subdirectories of a plain directory read only when `recurse`.
+    pub fn render_dir(
+        &self,
+        files: &BTreeMap<String, Vec<u8>>,
+        path: &str,
+        recurse: bool,
+    ) -> Result<Vec<Document>, Error> {
         let mut out = Vec::new();
-        for unit in lockstep_kustomize::units(files, path) {
+        for unit in lockstep_kustomize::units_with(files, path, recurse) {
             match unit {
                 Unit::File(f) => {
                     if let Some(bytes) = files.get(&f) {
@@ -350,18 +363,18 @@ mod tests {
     fn the_last_render_of_a_sync_is_reused_for_the_same_commit_only() {
         let files = repo(&[("a.yaml", CM)]);
         let r = Render::new(None);
-        let first = r.cached("ns.app", "c1", &files, "", None).unwrap();
+        let first = r.cached("ns.app", "c1", &files, "", None, true).unwrap();
         assert!(Arc::ptr_eq(
             &first,
-            &r.clone().cached("ns.app", "c1", &files, "", None).unwrap()
+            &r.clone().cached("ns.app", "c1", &files, "", None, true).unwrap()
         ));
         assert!(!Arc::ptr_eq(
             &first,
-            &r.cached("ns.app", "c2", &files, "", None).unwrap()
+            &r.cached("ns.app", "c2", &files, "", None, true).unwrap()
         ));
         assert!(!Arc::ptr_eq(
             &first,
-            &r.cached("ns.other", "c1", &files, "", None).unwrap()
+            &r.cached("ns.other", "c1", &files, "", None, true).unwrap()
         ));
     }
 }

@@ -41,9 +41,9 @@ pub struct Args {
     /// variable.
     #[arg(long, env = "AWS_SECRETSMANAGER_ENDPOINT")]
     pub aws_secretsmanager_endpoint: Option<String>,
-    /// Other tools' objects to reconcile as they are: `flux` (GitRepository and Kustomization,
-    /// through Syncs the agent writes from them). Off by default.
-    #[arg(long, env = "LOCKSTEP_ACCEPT", value_delimiter = ',', value_parser = ["flux"])]
+    /// Other tools' objects to reconcile as they are, through Syncs the agent writes from them:
+    /// `flux` (GitRepository and Kustomization), `argocd` (Application). Off by default.
+    #[arg(long, env = "LOCKSTEP_ACCEPT", value_delimiter = ',', value_parser = ["flux", "argocd"])]
     pub accept: Vec<String>,
     /// Bootstrap: the repository of a Sync the agent creates (or updates) at start-up.
     #[arg(long, env = "LOCKSTEP_BOOTSTRAP_URL")]
@@ -125,5 +125,8 @@ pub enum Cmd {
         /// holds).
         #[arg(long, conflicts_with = "external_secrets")]
         flux: bool,
+        /// Print Argo CD's Application CRD instead (what crds/argoproj.io.yaml holds).
+        #[arg(long, conflicts_with_all = ["external_secrets", "flux"])]
+        argocd: bool,
     },
 }

@@ -74,9 +74,12 @@ pub async fn run(args: Args) -> Result<(), Error> {
     if let Some(Cmd::Crdgen {
         external_secrets,
         flux,
+        argocd,
     }) = args.command
     {
-        if flux {
+        if argocd {
+            print!("{}", crate::api::crd::argocd_crds_yaml()?);
+        } else if flux {
             print!("{}", crate::api::crd::flux_crds_yaml()?);
         } else if external_secrets {
             print!("{}", crate::secrets::external::api::crds_yaml()?);
@@ -158,6 +161,18 @@ pub async fn run(args: Args) -> Result<(), Error> {
                 what: "flux",
                 crd: "kustomizations.kustomize.toolkit.fluxcd.io",
                 hint: "install Flux's CRDs, or crds/fluxcd.io.yaml where Flux is absent",
+                source: Box::new(source),
+            })?;
+    }
+    if args.accept.iter().any(|a| a == "argocd") {
+        let probe: kube::Api<crate::api::argocd::Application> = ctx.scope.api(&client);
+        probe
+            .list(&kube::api::ListParams::default().limit(1))
+            .await
+            .map_err(|source| Error::Accept {
+                what: "argocd",
+                crd: "applications.argoproj.io",
+                hint: "install Argo CD's CRDs, or crds/argoproj.io.yaml where Argo CD is absent",
                 source: Box::new(source),
             })?;
     }
@@ -352,7 +367,13 @@ async fn run_controllers(
             reconciler::flux::run(client.clone(), scope.clone(), shutdown.clone(), Some(gate)).await;
         }
     };
-    tokio::join!(syncing, unsealing, refreshing, accepting);
+    let accepting_argocd = async {
+        if args.accept.iter().any(|a| a == "argocd") {
+            let gate = readiness.gate("watch Argo CD Applications");
+            reconciler::argocd::run(client.clone(), scope.clone(), shutdown.clone(), Some(gate)).await;
+        }
+    };
+    tokio::join!(syncing, unsealing, refreshing, accepting, accepting_argocd);
 }
 
 /// Cancels `shutdown` on SIGTERM or SIGINT.

@@ -99,8 +99,10 @@ pub fn credentials_from(
     let username = take("username")?;
     let password = take("password")?;
     let bearer = take("bearerToken")?;
+    // `sshPrivateKey`: Argo CD's repository Secrets.
     let identity = data
         .remove("identity")
+        .or_else(|| data.remove("sshPrivateKey"))
         .map(|mut b| Zeroizing::new(std::mem::take(&mut b.0)));
     let known_hosts = data
         .remove("known_hosts")

@@ -153,6 +153,7 @@ impl Fetching<'_> {
             Reference::Tag(_) => "tag",
             Reference::Semver(_) => "semver",
             Reference::Commit(_) => "commit",
+            Reference::Head => "ref",
         };
         format!("{kind} {}", self.reference.display())
     }
@@ -384,6 +385,7 @@ fn resolve(f: &Fetching<'_>, repo: &gix::Repository) -> Result<(gix::ObjectId, S
             let local = refs::local_ref(f.reference).unwrap_or_default();
             Ok((peel(&local)?, name.clone()))
         }
+        Reference::Head => Ok((peel("refs/remotes/origin/HEAD")?, "HEAD".into())),
         Reference::Semver(range) => {
             let tags: Vec<String> = repo
                 .references()

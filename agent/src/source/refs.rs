@@ -11,6 +11,8 @@ pub enum Reference {
     Semver(String),
     /// A commit id (full hex).
     Commit(String),
+    /// The remote's `HEAD` (its default branch), as Argo CD's `targetRevision: HEAD`.
+    Head,
 }
 
 impl Reference {
@@ -18,6 +20,7 @@ impl Reference {
     pub fn display(&self) -> &str {
         match self {
             Reference::Branch(s) | Reference::Tag(s) | Reference::Semver(s) | Reference::Commit(s) => s,
+            Reference::Head => "HEAD",
         }
     }
 }
@@ -39,6 +42,7 @@ pub fn refspec(reference: &Reference) -> Refspec {
         Reference::Tag(t) => (format!("+refs/tags/{t}:refs/tags/{t}"), true),
         Reference::Semver(_) => ("+refs/tags/*:refs/tags/*".to_owned(), true),
         Reference::Commit(_) => ("+refs/heads/*:refs/remotes/origin/*".to_owned(), false),
+        Reference::Head => ("+HEAD:refs/remotes/origin/HEAD".to_owned(), true),
     };
     Refspec { spec, shallow }
 }
@@ -49,6 +53,7 @@ pub fn local_ref(reference: &Reference) -> Option<String> {
     match reference {
         Reference::Branch(b) => Some(format!("refs/remotes/origin/{b}")),
         Reference::Tag(t) => Some(format!("refs/tags/{t}")),
+        Reference::Head => Some("refs/remotes/origin/HEAD".into()),
         Reference::Semver(_) | Reference::Commit(_) => None,
     }
 }

@@ -78,6 +78,10 @@ pub struct Config {
     pub kustomize: Option<std::sync::Arc<lockstep_kustomize::overlay::Overlay>>,
     /// `spec.kustomize.commonMetadata`: labels and annotations put on every object.
     pub common_metadata: Option<crate::api::CommonMetadata>,
+    /// Read a plain directory's subdirectories (`spec.source.recurse`, default true).
+    pub recurse: bool,
+    /// `spec.defaultNamespace`: the namespace of namespaced objects that name none.
+    pub default_namespace: Option<String>,
 }
 
 impl Config {
@@ -90,7 +94,11 @@ impl Config {
         applier.ignore.clone_from(&self.ignore);
         applier.force.clone_from(&self.force);
         applier.interrupt.clone_from(&self.interrupt);
-        applier.default_namespace = self.helm.as_ref().map(|h| h.config.namespace.clone());
+        applier.default_namespace = self
+            .helm
+            .as_ref()
+            .map(|h| h.config.namespace.clone())
+            .or_else(|| self.default_namespace.clone());
         Ok(applier)
     }
 
@@ -125,6 +133,8 @@ impl Config {
             post_build: None,
             kustomize: None,
             common_metadata: None,
+            recurse: true,
+            default_namespace: None,
         }
     }
 }
@@ -232,11 +242,23 @@ pub async fn render(
     cfg: &Config,
     rev: std::sync::Arc<source::Revision>,
 ) -> Result<std::sync::Arc<Vec<Document>>, Error> {
-    let (render, owner, overlay) = (cfg.render.clone(), cfg.owner.clone(), cfg.kustomize.clone());
+    let (render, owner, overlay, recurse) = (
+        cfg.render.clone(),
+        cfg.owner.clone(),
+        cfg.kustomize.clone(),
+        cfg.recurse,
+    );
     let span = tracing::Span::current();
     Ok(tokio::task::spawn_blocking(move || {
         let _in_reconcile = span.enter();
-        render.cached(&owner, &rev.commit, &rev.files, &rev.path, overlay.as_deref())
+        render.cached(
+            &owner,
+            &rev.commit,
+            &rev.files,
+            &rev.path,
+            overlay.as_deref(),
+            recurse,
+        )
     })
     .await
     .map_err(|e| render::Error::Task(e.to_string()))??)

@@ -40,6 +40,16 @@ fn the_committed_flux_crds_are_not_stale() {
     );
 }
 
+#[test]
+fn the_committed_argocd_crd_is_not_stale() {
+    let committed = std::fs::read_to_string(root().join("crds/argoproj.io.yaml")).unwrap();
+    let generated = lockstep_agent::api::crd::argocd_crds_yaml().unwrap();
+    assert!(
+        committed == generated,
+        "crds/argoproj.io.yaml is stale: run `cargo run -p lockstep-agent -- crdgen --argocd > crds/argoproj.io.yaml`"
+    );
+}
+
 /// Every field path under a schema's `properties`; below an open object (any fields kept),
 /// nothing more is listed.
 fn schema_paths(schema: &Json, prefix: &str, out: &mut BTreeSet<String>) {

@@ -34,6 +34,7 @@ pub fn cp() -> &'static ControlPlane {
             "sync.yaml",
             "sealedsecrets.bitnami.com.yaml",
             "external-secrets.io.yaml",
+            "argoproj.io.yaml",
         ] {
             let path = root().join("crds").join(f);
             cp.kubectl(&["apply", "--server-side", "-f", path.to_str().unwrap()]);

@@ -10,6 +10,7 @@
 
 mod fixtures;
 
+mod argocd;
 mod bad_input;
 mod charts;
 mod crds;
