@@ -40,7 +40,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Install the peers the tests need into the cache: sops, age, bao, moto_server, kubectl,
-    /// kube-apiserver, etcd, kube-controller-manager, kubeseal and the sealed-secrets controller.
+    /// kube-apiserver, etcd, kube-controller-manager, kubeseal and the sealed-secrets controller,
+    /// the helpers, helm, kustomize, the registry, and (`test` and `bench` add) Flux.
     Setup,
     /// Set up, then run every test (the CI entry point).
     Test {
@@ -70,9 +71,13 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let root = workspace_root()?;
     match cli.command {
-        Cmd::Setup => setup(),
+        Cmd::Setup => {
+            setup()?;
+            peers::flux(&cache_dir())
+        }
         Cmd::Test { fuzz_seconds } => {
             setup()?;
+            peers::flux(&cache_dir())?;
             step("cargo test --workspace", || {
                 let mut test = Command::new(cargo());
                 test.current_dir(&root)

@@ -45,8 +45,8 @@ pub fn bench_setup(cache: &Path) -> Result<()> {
 }
 
 /// Flux's source-controller and kustomize-controller: the side-by-side oracle of the tests
-/// that reconcile Flux's objects, and the peer of the benchmarks.
-fn flux(cache: &Path) -> Result<()> {
+/// that reconcile Flux's objects, and the peer of the benchmarks (not needed by the demo).
+pub fn flux(cache: &Path) -> Result<()> {
     step(
         &format!(
             "Flux kustomize-controller {FLUX_KUSTOMIZE_CONTROLLER_VERSION} and source-controller {FLUX_SOURCE_CONTROLLER_VERSION} (Go module proxy)"
@@ -202,7 +202,7 @@ pub fn setup(cache: &Path, root: &Path) -> Result<()> {
         &format!("registry (CNCF Distribution {DISTRIBUTION_VERSION}, Go module proxy)"),
         || crate::gobuild::registry(cache, DISTRIBUTION_VERSION),
     )?;
-    flux(cache)
+    Ok(())
 }
 
 /// A venv per package and version, created once.

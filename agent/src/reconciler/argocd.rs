@@ -20,7 +20,7 @@ use kube::{Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span, warn};
 
-use super::flux::{Error, FRONT_END_LABEL};
+use super::flux::{Error, FRONT_END_LABEL, kube_err, open_when_listed};
 use super::{Gate, Scope};
 use crate::api::argocd::{Application, REPOSITORY_SECRET_LABEL, translate};
 use crate::api::{RECONCILE_ANNOTATION, Sync};
@@ -29,13 +29,6 @@ use crate::api::{RECONCILE_ANNOTATION, Sync};
 pub const FIELD_MANAGER: &str = "lockstep-argocd";
 /// Argo CD's annotation asking for a refresh (`argocd app get --refresh`).
 pub const REFRESH_ANNOTATION: &str = "argocd.argoproj.io/refresh";
-
-fn kube_err(what: &'static str) -> impl FnOnce(kube::Error) -> Error {
-    move |source| Error::Kube {
-        what: what.into(),
-        source: Box::new(source),
-    }
-}
 
 struct Ctx {
     client: Client,
@@ -46,16 +39,7 @@ pub async fn run(client: Client, scope: Scope, shutdown: CancellationToken, read
     let apps: Api<Application> = scope.api(&client);
     let syncs: Api<Sync> = scope.api(&client);
     if let Some(g) = ready {
-        let api = apps.clone();
-        tokio::spawn(async move {
-            let mut events = std::pin::pin!(watcher::watcher(api, watcher::Config::default()));
-            while let Some(e) = events.next().await {
-                if matches!(e, Ok(watcher::Event::InitDone)) {
-                    g.open();
-                    return;
-                }
-            }
-        });
+        open_when_listed(apps.clone(), g);
     }
     let written = watcher::watcher(
         syncs,

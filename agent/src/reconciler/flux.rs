@@ -47,7 +47,26 @@ pub enum Error {
     },
 }
 
-fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+/// Opens `gate` once `api`'s objects are listed, on a watch of its own: a controller waits on
+/// its own store, and kube-runtime wakes only one task waiting for a store.
+pub(super) fn open_when_listed<K>(api: Api<K>, gate: Gate)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    K::DynamicType: Default,
+{
+    tokio::spawn(async move {
+        let mut events = std::pin::pin!(watcher::watcher(api, watcher::Config::default()));
+        while let Some(e) = events.next().await {
+            if matches!(e, Ok(watcher::Event::InitDone)) {
+                gate.open();
+                return;
+            }
+        }
+    });
+}
+
+/// An [`Error::Kube`] saying what was being done.
+pub(super) fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
     let what = what.into();
     move |source| Error::Kube {
         what,
@@ -69,19 +88,8 @@ pub async fn run(client: Client, scope: Scope, shutdown: CancellationToken, read
     let syncs: Api<Sync> = scope.api(&client);
     let controller = Controller::new(kustomizations, watcher::Config::default());
     let store = controller.store();
-    // The first list of Kustomizations, on a watch of its own: the controller itself waits on
-    // its store, and kube-runtime wakes only one task waiting for a store.
     if let Some(g) = ready {
-        let api: Api<Kustomization> = scope.api(&client);
-        tokio::spawn(async move {
-            let mut events = std::pin::pin!(watcher::watcher(api, watcher::Config::default()));
-            while let Some(e) = events.next().await {
-                if matches!(e, Ok(watcher::Event::InitDone)) {
-                    g.open();
-                    return;
-                }
-            }
-        });
+        open_when_listed(scope.api::<Kustomization>(&client), g);
     }
     let users = store;
     // The Syncs this controller writes, in a store of its own: a GitRepository's status is

@@ -286,6 +286,14 @@ async fn objects_of(
     out
 }
 
+/// The objects whose uids the takeover must keep.
+const TAKEN_OVER: &[&str] = &[
+    "v1/ConfigMap/i-infra-settings",
+    "apps/v1/Deployment/prod-web-v1",
+    "v1/Secret/prod-db-v1",
+    "v1/Service/prod-web-v1",
+];
+
 /// The uids of `objects` (`apiVersion/Kind/name`) in `ns`.
 async fn object_uids(client: &kube::Client, ns: &str, objects: &[&str]) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -493,17 +501,7 @@ async fn flux_objects_reconcile_as_flux_reconciles_them() {
 
     // Taking over: Flux stops, Lockstep accepts the same objects; nothing is deleted or
     // recreated, and drift is healed from then on.
-    let before = object_uids(
-        &client,
-        &flux_ns,
-        &[
-            "v1/ConfigMap/i-infra-settings",
-            "apps/v1/Deployment/prod-web-v1",
-            "v1/Secret/prod-db-v1",
-            "v1/Service/prod-web-v1",
-        ],
-    )
-    .await;
+    let before = object_uids(&client, &flux_ns, TAKEN_OVER).await;
     drop(flux_controllers);
     let _takeover = Agent::start(
         cp().kubeconfig(),
@@ -524,17 +522,7 @@ async fn flux_objects_reconcile_as_flux_reconciles_them() {
         })
         .await;
     }
-    let after = object_uids(
-        &client,
-        &flux_ns,
-        &[
-            "v1/ConfigMap/i-infra-settings",
-            "apps/v1/Deployment/prod-web-v1",
-            "v1/Secret/prod-db-v1",
-            "v1/Service/prod-web-v1",
-        ],
-    )
-    .await;
+    let after = object_uids(&client, &flux_ns, TAKEN_OVER).await;
     assert_eq!(
         before, after,
         "an object was deleted or recreated in the takeover"
