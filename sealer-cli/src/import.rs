@@ -1,6 +1,7 @@
-//! `lockstep import flux PATH`: the Flux `GitRepository` and `Kustomization` objects of a
-//! repository, translated into `Sync`s by the same code the agent's `--accept=flux` front-end
-//! runs ([`lockstep_api::flux::translate`]), for teams that would rather switch kinds. The
+//! `lockstep import flux|argocd PATH`: the Flux `GitRepository` and `Kustomization` objects, or
+//! the Argo CD `Application`s, of a repository, translated into `Sync`s by the same code the
+//! agent's `--accept` front-ends run ([`lockstep_api::flux::translate`],
+//! [`lockstep_api::argocd::translate`]), for teams that would rather switch kinds. The
 //! Syncs go to standard output as one YAML stream; the report (per Kustomization: what it
 //! became, what changes meaning, what is not acted on) to standard error.
 
@@ -21,6 +22,8 @@ pub enum From {
     /// Flux: `source.toolkit.fluxcd.io` GitRepository, `kustomize.toolkit.fluxcd.io`
     /// Kustomization.
     Flux,
+    /// Argo CD: `argoproj.io` Application.
+    Argocd,
 }
 
 /// `lockstep import`
@@ -32,9 +35,10 @@ pub struct ImportArgs {
     /// A repository (or a directory of it): every YAML file under it is read.
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
-    /// The namespace of objects that name none (where `flux bootstrap` puts them).
-    #[arg(long, default_value = "flux-system")]
-    pub default_namespace: String,
+    /// The namespace of objects that name none (default: `flux-system` for Flux, `argocd` for
+    /// Argo CD, where their installs put them).
+    #[arg(long)]
+    pub default_namespace: Option<String>,
 }
 
 /// What changes meaning for every Kustomization, however it is written.
@@ -46,7 +50,10 @@ pub const MEANING: [&str; 3] = [
 
 /// Runs `lockstep import`.
 pub fn run(a: ImportArgs) -> Result<()> {
-    let (out, report) = import(&a.path, &a.default_namespace)?;
+    let (out, report) = match a.from {
+        From::Flux => import(&a.path, a.default_namespace.as_deref().unwrap_or("flux-system"))?,
+        From::Argocd => import_argocd(&a.path, a.default_namespace.as_deref().unwrap_or("argocd"))?,
+    };
     eprint!("{report}");
     stdout_write(out.as_bytes())
 }
@@ -55,53 +62,32 @@ pub fn run(a: ImportArgs) -> Result<()> {
 pub fn import(root: &Path, default_ns: &str) -> Result<(String, String)> {
     let mut repos: BTreeMap<(String, String), GitRepository> = BTreeMap::new();
     let mut kustomizations: Vec<(String, Kustomization)> = Vec::new();
-    let mut files = Vec::new();
-    walk(root, &mut files)?;
-    for file in files {
-        let rel = file.strip_prefix(root).unwrap_or(&file).display().to_string();
-        let text = std::fs::read_to_string(&file).map_err(|source| CliError::Io {
-            path: file.clone(),
-            source,
-        })?;
-        // Files that are not YAML objects (values files, templates) are no Flux objects.
-        let Ok(docs) = lockstep_formats::yaml::load_documents(&text) else {
-            continue;
-        };
-        for doc in docs {
-            let Ok(mut json) = stores::to_json(&doc) else {
-                continue;
-            };
-            let api = json
-                .get("apiVersion")
-                .and_then(Json::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            let kind = json
-                .get("kind")
-                .and_then(Json::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            let group = api.split('/').next().unwrap_or_default();
-            if json.pointer("/metadata/namespace").is_none()
-                && let Some(md) = json.get_mut("metadata").and_then(Json::as_object_mut)
-            {
-                md.insert("namespace".into(), Json::String(default_ns.to_owned()));
+    for (rel, json) in objects(root, default_ns)? {
+        let api = json
+            .get("apiVersion")
+            .and_then(Json::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let kind = json
+            .get("kind")
+            .and_then(Json::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let group = api.split('/').next().unwrap_or_default();
+        let bad = |e: serde_json::Error| CliError::Usage(format!("{rel}: {kind}: {e}"));
+        match (group, kind.as_str()) {
+            ("source.toolkit.fluxcd.io", "GitRepository") => {
+                let r: GitRepository = serde_json::from_value(json).map_err(bad)?;
+                let key = (
+                    r.metadata.namespace.clone().unwrap_or_default(),
+                    r.metadata.name.clone().unwrap_or_default(),
+                );
+                repos.insert(key, r);
             }
-            let bad = |e: serde_json::Error| CliError::Usage(format!("{rel}: {kind}: {e}"));
-            match (group, kind.as_str()) {
-                ("source.toolkit.fluxcd.io", "GitRepository") => {
-                    let r: GitRepository = serde_json::from_value(json).map_err(bad)?;
-                    let key = (
-                        r.metadata.namespace.clone().unwrap_or_default(),
-                        r.metadata.name.clone().unwrap_or_default(),
-                    );
-                    repos.insert(key, r);
-                }
-                ("kustomize.toolkit.fluxcd.io", "Kustomization") => {
-                    kustomizations.push((rel.clone(), serde_json::from_value(json).map_err(bad)?));
-                }
-                _ => {}
+            ("kustomize.toolkit.fluxcd.io", "Kustomization") => {
+                kustomizations.push((rel.clone(), serde_json::from_value(json).map_err(bad)?));
             }
+            _ => {}
         }
     }
     let mut syncs = Vec::new();
@@ -161,6 +147,82 @@ pub fn import(root: &Path, default_ns: &str) -> Result<(String, String)> {
     Ok((out, report))
 }
 
+/// The objects of every YAML file under `root` (with the file, relative), namespaced to
+/// `default_ns` when they name none; files that are not YAML objects are left out.
+fn objects(root: &Path, default_ns: &str) -> Result<Vec<(String, Json)>> {
+    let mut files = Vec::new();
+    walk(root, &mut files)?;
+    let mut out = Vec::new();
+    for file in files {
+        let rel = file.strip_prefix(root).unwrap_or(&file).display().to_string();
+        let text = std::fs::read_to_string(&file).map_err(|source| CliError::Io {
+            path: file.clone(),
+            source,
+        })?;
+        let Ok(docs) = lockstep_formats::yaml::load_documents(&text) else {
+            continue;
+        };
+        for doc in docs {
+            let Ok(mut json) = stores::to_json(&doc) else {
+                continue;
+            };
+            if json.pointer("/metadata/namespace").is_none()
+                && let Some(md) = json.get_mut("metadata").and_then(Json::as_object_mut)
+            {
+                md.insert("namespace".into(), Json::String(default_ns.to_owned()));
+            }
+            out.push((rel.clone(), json));
+        }
+    }
+    Ok(out)
+}
+
+/// The Syncs (YAML) and the report for the Argo CD Applications under `root` (repository
+/// credentials are not looked up: a private repository's Sync needs its `secretRef` added).
+pub fn import_argocd(root: &Path, default_ns: &str) -> Result<(String, String)> {
+    let mut syncs = Vec::new();
+    let mut report = String::new();
+    for (file, json) in objects(root, default_ns)? {
+        let api = json.get("apiVersion").and_then(Json::as_str).unwrap_or_default();
+        let kind = json.get("kind").and_then(Json::as_str).unwrap_or_default();
+        if !(api.starts_with("argoproj.io/") && kind == "Application") {
+            continue;
+        }
+        let app: lockstep_api::argocd::Application =
+            serde_json::from_value(json).map_err(|e| CliError::Usage(format!("{file}: Application: {e}")))?;
+        let (ns, name) = (
+            app.metadata.namespace.clone().unwrap_or_default(),
+            app.metadata.name.clone().unwrap_or_default(),
+        );
+        match lockstep_api::argocd::translate::translate(&app, None) {
+            Ok(Translation { spec, unsupported }) => {
+                report.push_str(&format!("Application {ns}/{name} ({file}): Sync {ns}/{name}\n"));
+                for u in unsupported {
+                    report.push_str(&format!("  not acted on: {u}\n"));
+                }
+                syncs.push(stores::from_json(serde_json::json!({
+                    "apiVersion": "lockstep.dev/v1alpha1",
+                    "kind": "Sync",
+                    "metadata": { "name": name, "namespace": ns },
+                    "spec": spec,
+                })));
+            }
+            Err(e) => report.push_str(&format!(
+                "Application {ns}/{name} ({file}): not translated: {e}\n"
+            )),
+        }
+    }
+    if syncs.is_empty() && report.is_empty() {
+        report.push_str(&format!("no Argo CD Application under {}\n", root.display()));
+    }
+    let out = if syncs.is_empty() {
+        String::new()
+    } else {
+        lockstep_formats::yaml::emit_documents(&syncs)?
+    };
+    Ok((out, report))
+}
+
 /// Every `.yaml`/`.yml` file under `dir`, `.git` and hidden directories left out, in order.
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     let io = |source| CliError::Io {
@@ -207,6 +269,13 @@ mod tests {
         );
         w("apps/prod/values.yaml", "{{ not yaml");
         let (out, report) = import(dir.path(), "flux-system").unwrap();
+        // The same directory holds no Application.
+        assert!(
+            import_argocd(dir.path(), "argocd")
+                .unwrap()
+                .1
+                .starts_with("no Argo CD Application")
+        );
         let docs = lockstep_formats::yaml::load_documents(&out).unwrap();
         let syncs: Vec<Json> = docs.iter().map(|d| stores::to_json(d).unwrap()).collect();
         assert_eq!(syncs.len(), 2, "{out}");
@@ -229,6 +298,43 @@ mod tests {
             report.contains(
                 "Kustomization flux-system/charts (clusters/prod/apps.yaml): not translated: spec.sourceRef.kind OCIRepository: only GitRepository sources"
             ),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn argo_cd_applications_become_syncs_with_a_report() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("apps.yaml"),
+            "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata:\n  name: guestbook\nspec:\n  project: default\n  source:\n    repoURL: https://github.com/argoproj/argocd-example-apps.git\n    targetRevision: HEAD\n    path: guestbook\n  destination:\n    server: https://kubernetes.default.svc\n    namespace: guestbook\n  syncPolicy:\n    automated: {prune: true, selfHeal: true}\n    syncOptions: [CreateNamespace=true, Replace=true]\n---\napiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata:\n  name: remote\nspec:\n  source: {repoURL: https://x, path: a}\n  destination: {name: prod-eu}\n",
+        )
+        .unwrap();
+        let (out, report) = import_argocd(dir.path(), "argocd").unwrap();
+        let docs = lockstep_formats::yaml::load_documents(&out).unwrap();
+        let sync = stores::to_json(&docs[0]).unwrap();
+        assert_eq!(docs.len(), 1);
+        assert_eq!(sync["metadata"]["namespace"], "argocd");
+        assert_eq!(sync["spec"]["source"]["ref"]["branch"], "HEAD");
+        assert_eq!(sync["spec"]["defaultNamespace"], "guestbook");
+        assert_eq!(
+            (
+                sync["spec"]["prune"].as_bool(),
+                sync["spec"]["selfHeal"].as_bool()
+            ),
+            (Some(true), Some(true))
+        );
+        assert!(
+            report.contains("Application argocd/guestbook (apps.yaml): Sync argocd/guestbook"),
+            "{report}"
+        );
+        assert!(
+            report.contains("  not acted on: spec.syncPolicy.syncOptions Replace=true: not acted on"),
+            "{report}"
+        );
+        assert!(
+            report
+                .contains("Application argocd/remote (apps.yaml): not translated: spec.destination: prod-eu"),
             "{report}"
         );
     }
