@@ -1,6 +1,7 @@
 //! Argo CD's Applications as they are (`--accept=argocd`, the agent binary), against Argo CD's
-//! documented behaviour: an app of apps (a root Application whose directory holds two
-//! Applications: a plain directory and a kustomize source with a name prefix and an image);
+//! documented behaviour: an app of apps (a root Application whose directory holds a plain
+//! directory, a kustomize source with a name prefix and an image, a chart in Git with a values
+//! file and a parameter, and a manual Application);
 //! `targetRevision: HEAD`; `directory.recurse` false by default (a subdirectory's file is not
 //! applied); `destination.namespace` for objects that name none, a namespace an object names
 //! kept; `syncPolicy.automated` with `selfHeal` healing drift; a manual Application suspended
@@ -76,6 +77,14 @@ async fn an_app_of_apps_syncs_as_argo_cd_documents() {
             json!({ "automated": {}, "syncOptions": ["Replace=true"] }),
         ),
         application("manual", &ns, &url, json!({ "path": "guestbook" }), json!({})),
+        application(
+            "chart",
+            &ns,
+            &url,
+            json!({ "path": "chart", "helm": { "valueFiles": ["values-prod.yaml"],
+                    "parameters": [{ "name": "size", "value": "large" }] } }),
+            automated.clone(),
+        ),
     ];
     for (i, c) in children.iter().enumerate() {
         repo.write(&format!("apps/{i}.yaml"), &serde_json::to_string(c).unwrap());
@@ -91,6 +100,13 @@ async fn an_app_of_apps_syncs_as_argo_cd_documents() {
     .write(
         "guestbook/sub/deep.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: deep\ndata: {a: b}\n",
+    )
+    .write("chart/Chart.yaml", "apiVersion: v2\nname: colors\nversion: 0.1.0\n")
+    .write("chart/values.yaml", "color: blue\nsize: small\n")
+    .write("chart/values-prod.yaml", "color: red\n")
+    .write(
+        "chart/templates/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-colors\n  namespace: {{ .Release.Namespace }}\ndata:\n  color: {{ .Values.color }}\n  size: {{ .Values.size }}\n",
     )
     .write("web/kustomization.yaml", "resources:\n- deploy.yaml\n")
     .write(
@@ -133,7 +149,12 @@ async fn an_app_of_apps_syncs_as_argo_cd_documents() {
     kinds.sort();
     assert_eq!(
         kinds,
-        ["Application/guestbook", "Application/manual", "Application/web"]
+        [
+            "Application/chart",
+            "Application/guestbook",
+            "Application/manual",
+            "Application/web"
+        ]
     );
     assert_eq!(st.operation_state.as_ref().unwrap().phase, "Succeeded");
     assert_eq!(st.source_type.as_deref(), Some("Directory"));
@@ -170,6 +191,16 @@ async fn an_app_of_apps_syncs_as_argo_cd_documents() {
             .iter()
             .any(|c| c.type_ == "UnsupportedFields" && c.message.contains("Replace=true")),
         "{conditions:?}"
+    );
+
+    // A chart in Git with a values file and a parameter, released as the Application, into the
+    // destination namespace.
+    let chart = synced(&apps, "chart", &commit).await;
+    assert_eq!(chart.status.unwrap().source_type.as_deref(), Some("Helm"));
+    let colors = cms.get("chart-colors").await.unwrap().data.unwrap();
+    assert_eq!(
+        (colors["color"].as_str(), colors["size"].as_str()),
+        ("red", "large")
     );
 
     // A manual Application is not synced, and says why.

@@ -440,6 +440,7 @@ impl Agent {
             .args(args)
             .env("KUBECONFIG", kubeconfig)
             .env("LOCKSTEP_KUSTOMIZE_HELPER", kustomize_helper())
+            .env("LOCKSTEP_HELM_HELPER", lockstep_tests::peer("lockstep-helm"))
             .env(
                 "RUST_LOG",
                 std::env::var("AGENT_LOG").unwrap_or_else(|_| "info".into()),

@@ -116,6 +116,11 @@ pub fn translate(k: &Kustomization, repo: &GitRepository) -> Result<Translation,
         "commit signatures are not verified",
     );
     named(
+        "GitRepository spec.timeout",
+        r.timeout.is_some(),
+        "a fetch is bounded by the agent's own Git timeout",
+    );
+    named(
         "GitRepository spec.serviceAccountName",
         r.service_account_name.is_some(),
         "no workload identity",
