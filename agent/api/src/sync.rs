@@ -123,6 +123,13 @@ pub struct KustomizeSpec {
     /// Labels and annotations put on every object after the build.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub common_metadata: Option<CommonMetadata>,
+    /// kustomize `commonLabels`, selectors included (Argo CD's `kustomize.commonLabels`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub common_labels: BTreeMap<String, String>,
+    /// kustomize `replicas` (`{name, count}`; Argo CD's `kustomize.replicas`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "open_list")]
+    pub replicas: Vec<serde_json::Value>,
 }
 
 /// Labels and annotations for every object.

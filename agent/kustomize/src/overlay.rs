@@ -28,6 +28,11 @@ pub struct Overlay {
     pub ignore_missing_components: bool,
     /// `images`, merged by name into the kustomization's own.
     pub images: Vec<Json>,
+    /// kustomize `commonLabels` (selectors included), merged over the kustomization's: Argo
+    /// CD's `kustomize.commonLabels`.
+    pub common_labels: std::collections::BTreeMap<String, String>,
+    /// kustomize `replicas` (`{name, count}`), appended: Argo CD's `kustomize.replicas`.
+    pub replicas: Vec<Json>,
 }
 
 /// File names source-controller leaves out of every artifact (its default ignore patterns), so
@@ -112,6 +117,18 @@ pub fn kustomization(files: &BTreeMap<String, Vec<u8>>, dir: &str, o: &Overlay) 
         append(map, "components", std::iter::once(json!(c)));
     }
     merge_images(map, &o.images);
+    if !o.common_labels.is_empty() {
+        let entry = map.entry("commonLabels".to_owned()).or_insert_with(|| json!({}));
+        if !entry.is_object() {
+            *entry = json!({});
+        }
+        if let Some(labels) = entry.as_object_mut() {
+            for (k, v) in &o.common_labels {
+                labels.insert(k.clone(), json!(v));
+            }
+        }
+    }
+    append(map, "replicas", o.replicas.iter().cloned());
     let doc = lockstep_formats::sops::stores::from_json(k);
     let text = lockstep_formats::yaml::emit_documents(&[doc])?;
     Ok((file, text.into_bytes()))
@@ -300,6 +317,19 @@ mod tests {
         assert_eq!(
             k["images"],
             json!([{ "name": "web", "newTag": "v2" }, { "name": "db", "newName": "pg" }, { "name": "cache", "newName": "redis" }])
+        );
+        let argo = Overlay {
+            common_labels: [("team".to_owned(), "web".to_owned())].into(),
+            replicas: vec![json!({ "name": "web", "count": 3 })],
+            ..Default::default()
+        };
+        let k = parsed(&kustomization(&files, "app", &argo).unwrap().1);
+        assert_eq!(
+            (
+                k["commonLabels"]["team"].as_str(),
+                k["replicas"][0]["count"].as_i64()
+            ),
+            (Some("web"), Some(3))
         );
         let bad = Overlay {
             components: vec!["/etc".into()],

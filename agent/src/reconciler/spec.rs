@@ -127,6 +127,8 @@ pub fn config(s: &Sync, tenant: Option<String>) -> Result<Config, Error> {
                 components: k.components.clone(),
                 ignore_missing_components: k.ignore_missing_components == Some(true),
                 images: k.images.clone(),
+                common_labels: k.common_labels.clone(),
+                replicas: k.replicas.clone(),
             })
         }),
         recurse: s.spec.source.recurse != Some(false),

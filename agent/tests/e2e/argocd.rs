@@ -73,7 +73,8 @@ async fn an_app_of_apps_syncs_as_argo_cd_documents() {
             "web",
             &ns,
             &url,
-            json!({ "path": "web", "kustomize": { "namePrefix": "prod-", "images": ["registry.k8s.io/pause:3.9"] } }),
+            json!({ "path": "web", "kustomize": { "namePrefix": "prod-", "images": ["registry.k8s.io/pause:3.9"],
+                    "commonLabels": { "team": "web" }, "replicas": [{ "name": "web", "count": 2 }] } }),
             json!({ "automated": {}, "syncOptions": ["Replace=true"] }),
         ),
         application("manual", &ns, &url, json!({ "path": "guestbook" }), json!({})),
@@ -179,6 +180,13 @@ async fn an_app_of_apps_syncs_as_argo_cd_documents() {
         .get("prod-web")
         .await
         .unwrap();
+    assert_eq!(d.metadata.labels.as_ref().unwrap()["team"], "web");
+    assert_eq!(d.spec.as_ref().unwrap().replicas, Some(2));
+    assert_eq!(
+        d.spec.as_ref().unwrap().selector.match_labels.as_ref().unwrap()["team"],
+        "web",
+        "commonLabels reach the selector, as kustomize's do"
+    );
     assert_eq!(
         d.spec.unwrap().template.spec.unwrap().containers[0]
             .image

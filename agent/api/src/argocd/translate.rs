@@ -194,18 +194,6 @@ pub fn translate(app: &Application, credentials: Option<&str>) -> Result<Transla
     let kustomize = src.kustomize.as_ref().map(|k| {
         named(
             &mut unsupported,
-            "spec.source.kustomize.commonLabels",
-            !k.common_labels.is_empty(),
-            "not applied (they would change selectors)",
-        );
-        named(
-            &mut unsupported,
-            "spec.source.kustomize.replicas",
-            !k.replicas.is_empty(),
-            "not applied",
-        );
-        named(
-            &mut unsupported,
             "spec.source.kustomize.version",
             k.version.is_some(),
             "kustomize v5.8.2's engine builds every path",
@@ -224,6 +212,8 @@ pub fn translate(app: &Application, credentials: Option<&str>) -> Result<Transla
                 labels: Default::default(),
                 annotations: k.common_annotations.clone(),
             }),
+            common_labels: k.common_labels.clone(),
+            replicas: k.replicas.clone(),
         }
     });
     let kustomize_namespace = src.kustomize.as_ref().and_then(|k| k.namespace.clone());
@@ -515,7 +505,6 @@ mod tests {
             [
                 "spec.syncPolicy.syncOptions Replace=true: not acted on",
                 "spec.syncPolicy.retry.limit: a failed sync is retried until it succeeds",
-                "spec.source.kustomize.commonLabels: not applied (they would change selectors)"
             ]
         );
         let manual =

@@ -275,6 +275,7 @@ pub fn translate(k: &Kustomization, repo: &GitRepository) -> Result<Translation,
             components: s.components.clone(),
             ignore_missing_components: s.ignore_missing_components,
             common_metadata: s.common_metadata.clone(),
+            ..KustomizeSpec::default()
         }),
         ..SyncSpec::default()
     };
