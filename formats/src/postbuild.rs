@@ -319,8 +319,10 @@ fn resolve_v2(s: &str) -> Option<serde_json::Value> {
             serde_json::Number::from_f64(f).map(J::Number)
         }
     };
+    // Go's `ParseFloat` and Rust's agree on these decimal forms (a `.`-first scalar, or one the
+    // float pattern matched).
     if first == b'.' {
-        return match go_parse_float(s) {
+        return match s.parse::<f64>().ok() {
             Some(f) => float(f),
             None => Some(J::String(s.to_owned())),
         };
@@ -334,71 +336,19 @@ fn resolve_v2(s: &str) -> Option<serde_json::Value> {
     let plain: String = s.chars().filter(|&c| c != '_').collect();
     match crate::yaml::go_parse_int(&plain) {
         crate::yaml::IntParse::Int(i) => return Some(J::from(i)),
-        crate::yaml::IntParse::Overflow => {
-            if let Some(u) = go_parse_uint(&plain) {
-                return Some(J::from(u));
-            }
-        }
+        // `ParseUint` takes no sign.
+        crate::yaml::IntParse::Overflow(u) if !plain.starts_with('+') => return Some(J::from(u)),
+        crate::yaml::IntParse::Overflow(_) => {}
         crate::yaml::IntParse::Invalid => {}
     }
     if crate::yaml::is_yaml_style_float(&plain)
-        && let Some(f) = go_parse_float(&plain)
+        && let Ok(f) = plain.parse::<f64>()
     {
         return float(f);
     }
-    if let Some(bits) = plain.strip_prefix("0b")
-        && let Ok(u) = u64::from_str_radix(bits, 2)
-        && bits.bytes().all(|b| b == b'0' || b == b'1')
-    {
-        return Some(match i64::try_from(u) {
-            Ok(i) => J::from(i),
-            Err(_) => J::from(u),
-        });
-    }
-    if let Some(bits) = plain.strip_prefix("-0b")
-        && bits.bytes().all(|b| b == b'0' || b == b'1')
-        && let Ok(i) = i64::from_str_radix(&format!("-{bits}"), 2)
-    {
-        return Some(J::from(i));
-    }
+    // Binary (`0b…`, `-0b…`) is Go's base-0 `ParseInt` above: yaml.v2's own retry of it finds
+    // nothing more.
     Some(J::String(s.to_owned()))
-}
-
-/// `strconv.ParseUint(s, 0, 64)` for what `ParseInt` found too large.
-fn go_parse_uint(s: &str) -> Option<u64> {
-    let body = s.strip_prefix('+').unwrap_or(s);
-    let (radix, digits) = if let Some(r) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X")) {
-        (16, r)
-    } else if let Some(r) = body.strip_prefix("0o").or_else(|| body.strip_prefix("0O")) {
-        (8, r)
-    } else if let Some(r) = body.strip_prefix("0b").or_else(|| body.strip_prefix("0B")) {
-        (2, r)
-    } else if body.len() > 1 && body.starts_with('0') {
-        (8, &body[1..])
-    } else {
-        (10, body)
-    };
-    if s.starts_with('+') {
-        // ParseUint takes no sign.
-        return None;
-    }
-    u64::from_str_radix(digits, radix).ok()
-}
-
-/// `strconv.ParseFloat(s, 64)` for the decimal forms (and Go's `inf`/`nan` spellings).
-fn go_parse_float(s: &str) -> Option<f64> {
-    let body = s.strip_prefix(['+', '-']).unwrap_or(s);
-    let lower = body.to_ascii_lowercase();
-    if matches!(lower.as_str(), "inf" | "infinity" | "nan") {
-        return Some(f64::NAN);
-    }
-    if !body
-        .bytes()
-        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
-    {
-        return None;
-    }
-    s.parse::<f64>().ok()
 }
 
 /// Whether libyaml (as yaml.v2 drives it) writes a one-line string unquoted in block context

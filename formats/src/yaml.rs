@@ -517,7 +517,7 @@ pub fn resolve_plain(s: &str) -> Result<Value, String> {
     let plain: String = s.chars().filter(|&c| c != '_').collect();
     match go_parse_int(&plain) {
         IntParse::Int(i) => return Ok(Value::Int(i)),
-        IntParse::Overflow => {
+        IntParse::Overflow(_) => {
             return Err("integer does not fit in 64 bits (sops cannot encrypt it; quote it)".into());
         }
         IntParse::Invalid => {}
@@ -571,7 +571,8 @@ fn exponent_ok(s: &str) -> bool {
 
 pub(crate) enum IntParse {
     Int(i64),
-    Overflow,
+    /// Too large for an i64 but a u64 (what Go's `ParseUint` would then return).
+    Overflow(u64),
     Invalid,
 }
 
@@ -607,7 +608,7 @@ pub(crate) fn go_parse_int(s: &str) -> IntParse {
             } else if mag <= i64::MAX as u64 {
                 IntParse::Int(mag as i64)
             } else {
-                IntParse::Overflow
+                IntParse::Overflow(mag)
             }
         }
         Err(_) => IntParse::Invalid,
