@@ -310,22 +310,32 @@ fn resolve_v2(s: &str) -> Option<serde_json::Value> {
         _ => {}
     }
     let first = s.as_bytes()[0];
-    let float = |f: f64| {
+    // Go's `ParseFloat` fails on what overflows to infinity (the scalar stays a string), and Go's
+    // JSON writes a whole float below 1e21 without an exponent, which then reads back as an
+    // integer.
+    let float = |f: f64| -> J {
         if !f.is_finite() {
-            None
-        } else if f.fract() == 0.0 && f.abs() < 1e15 {
-            Some(J::from(f as i64))
+            J::String(s.to_owned())
+        } else if f.fract() == 0.0 && f.abs() < 1e21 {
+            // Go's shortest digits, padded with zeros: 9223372036854775808 is written
+            // 9223372036854776000.
+            let sci = format!("{f:e}");
+            let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+            let (sign, mantissa) = mantissa.strip_prefix('-').map_or(("", mantissa), |m| ("-", m));
+            let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+            let zeros = exp.parse::<usize>().unwrap_or(0).saturating_sub(digits.len() - 1);
+            serde_json::from_str(&format!("{sign}{digits}{}", "0".repeat(zeros))).unwrap_or(J::Null)
         } else {
-            serde_json::Number::from_f64(f).map(J::Number)
+            serde_json::Number::from_f64(f).map_or(J::Null, J::Number)
         }
     };
     // Go's `ParseFloat` and Rust's agree on these decimal forms (a `.`-first scalar, or one the
     // float pattern matched).
     if first == b'.' {
-        return match s.parse::<f64>().ok() {
-            Some(f) => float(f),
-            None => Some(J::String(s.to_owned())),
-        };
+        return Some(match s.parse::<f64>() {
+            Ok(f) => float(f),
+            Err(_) => J::String(s.to_owned()),
+        });
     }
     if !(first.is_ascii_digit() || first == b'-' || first == b'+') {
         return Some(J::String(s.to_owned()));
@@ -344,7 +354,7 @@ fn resolve_v2(s: &str) -> Option<serde_json::Value> {
     if crate::yaml::is_yaml_style_float(&plain)
         && let Ok(f) = plain.parse::<f64>()
     {
-        return float(f);
+        return Some(float(f));
     }
     // Binary (`0b…`, `-0b…`) is Go's base-0 `ParseInt` above: yaml.v2's own retry of it finds
     // nothing more.

@@ -55,6 +55,12 @@ const VALUES: &[&str] = &[
     "$$",
     "}",
     "50%",
+    "0b101",
+    "-0b11",
+    "+9223372036854775808",
+    "18446744073709551616",
+    "1e400",
+    ".5e3",
 ];
 
 /// Expressions over the variable `v` (and `u`, never set).
