@@ -16,11 +16,11 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::WatchStreamExt as _;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span, warn};
 
-use super::flux::{Error, FRONT_END_LABEL, kube_err, open_when_listed};
+use super::flux::{Error, FRONT_END_LABEL, apply_owned_sync, foreign, kube_err, open_when_listed};
 use super::{Gate, Scope};
 use crate::api::argocd::{Application, REPOSITORY_SECRET_LABEL, translate};
 use crate::api::{RECONCILE_ANNOTATION, Sync};
@@ -116,19 +116,10 @@ async fn reconcile_one(app: &Application, ctx: &Ctx) -> Result<Action, Error> {
         }
     };
     let existing = syncs.get_opt(&name).await.map_err(kube_err("reading the Sync"))?;
-    if let Some(s) = &existing
-        && !s
-            .owner_references()
-            .iter()
-            .any(|o| Some(&o.uid) == app.uid().as_ref())
-    {
+    if foreign(existing.as_ref(), app) {
         let msg = format!("a Sync {ns}/{name} exists and does not belong to this Application");
-        write_status(
-            &apps,
-            app,
-            translate::application_status(app, None, Some(&msg), &t.unsupported, &now),
-        )
-        .await?;
+        let st = translate::application_status(app, None, Some(&msg), &t.unsupported, &now);
+        write_status(&apps, app, st).await?;
         return Ok(Action::await_change());
     }
     // A refresh (`argocd app get --refresh`) asks the Sync for a sync now, and is removed once
@@ -141,27 +132,8 @@ async fn reconcile_one(app: &Application, ctx: &Ctx) -> Result<Action, Error> {
     if let Some(v) = if refresh { Some(now.clone()) } else { last } {
         annotations.insert(RECONCILE_ANNOTATION.to_owned(), v);
     }
-    let owner: Vec<_> = app.controller_owner_ref(&()).into_iter().collect();
-    let desired = serde_json::json!({
-        "apiVersion": "lockstep.dev/v1alpha1",
-        "kind": "Sync",
-        "metadata": {
-            "name": name,
-            "namespace": ns,
-            "labels": { FRONT_END_LABEL: "argocd" },
-            "annotations": annotations,
-            "ownerReferences": owner,
-        },
-        "spec": t.spec,
-    });
-    let sync = syncs
-        .patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&desired),
-        )
-        .await
-        .map_err(kube_err("applying the Sync"))?;
+    let labels = serde_json::json!({ FRONT_END_LABEL: "argocd" });
+    let sync = apply_owned_sync(&syncs, app, FIELD_MANAGER, labels, annotations, &t.spec).await?;
     if refresh {
         let patch = serde_json::json!({ "metadata": { "annotations": { REFRESH_ANNOTATION: null } } });
         apps.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))

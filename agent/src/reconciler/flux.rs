@@ -65,6 +65,51 @@ where
     });
 }
 
+/// Whether `existing` (the Sync of `owner`'s name) is another's: then it is left alone.
+pub(super) fn foreign<K: Resource>(existing: Option<&Sync>, owner: &K) -> bool {
+    existing.is_some_and(|s| {
+        !s.owner_references()
+            .iter()
+            .any(|o| Some(&o.uid) == owner.meta().uid.as_ref())
+    })
+}
+
+/// Writes (server-side apply, as `manager`) the Sync of `owner`'s name and namespace with
+/// `spec`, owned by it, labelled and annotated so; returns it as the API server stored it.
+pub(super) async fn apply_owned_sync<K>(
+    syncs: &Api<Sync>,
+    owner: &K,
+    manager: &str,
+    labels: serde_json::Value,
+    annotations: BTreeMap<String, String>,
+    spec: &crate::api::SyncSpec,
+) -> Result<Sync, Error>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let name = owner.meta().name.clone().unwrap_or_default();
+    let desired = serde_json::json!({
+        "apiVersion": "lockstep.dev/v1alpha1",
+        "kind": "Sync",
+        "metadata": {
+            "name": name,
+            "namespace": owner.meta().namespace,
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": owner.controller_owner_ref(&()).into_iter().collect::<Vec<_>>(),
+        },
+        "spec": spec,
+    });
+    syncs
+        .patch(
+            &name,
+            &PatchParams::apply(manager).force(),
+            &Patch::Apply(&desired),
+        )
+        .await
+        .map_err(kube_err("applying the Sync"))
+}
+
 /// An [`Error::Kube`] saying what was being done.
 pub(super) fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
     let what = what.into();
@@ -158,34 +203,23 @@ async fn reconcile_one(k: &Kustomization, ctx: &Ctx) -> Result<Action, Error> {
     let syncs: Api<Sync> = Api::namespaced(ctx.client.clone(), &ns);
     let source_ns = k.spec.source_ref.namespace.clone().unwrap_or_else(|| ns.clone());
     let repos: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &source_ns);
-    let repo = if k.spec.source_ref.kind == "GitRepository" {
-        match repos
-            .get_opt(&k.spec.source_ref.name)
-            .await
-            .map_err(kube_err("reading the GitRepository"))?
-        {
-            Some(r) => Some(r),
-            None => {
-                let msg = format!("GitRepository {source_ns}/{} not found", k.spec.source_ref.name);
-                write_status(
-                    &kustomizations,
-                    k,
-                    translate::kustomization_status(k, None, Some(&msg), &[], &now),
-                )
-                .await?;
-                return Ok(Action::requeue(Duration::from_secs(30)));
-            }
-        }
-    } else {
-        None
+    if k.spec.source_ref.kind != "GitRepository" {
+        let e = translate::TranslateError::SourceKind(k.spec.source_ref.kind.clone());
+        let st = translate::kustomization_status(k, None, Some(&e.to_string()), &[], &now);
+        write_status(&kustomizations, k, st).await?;
+        return Ok(Action::await_change());
+    }
+    let Some(repo) = repos
+        .get_opt(&k.spec.source_ref.name)
+        .await
+        .map_err(kube_err("reading the GitRepository"))?
+    else {
+        let msg = format!("GitRepository {source_ns}/{} not found", k.spec.source_ref.name);
+        let st = translate::kustomization_status(k, None, Some(&msg), &[], &now);
+        write_status(&kustomizations, k, st).await?;
+        return Ok(Action::requeue(Duration::from_secs(30)));
     };
-    let translated = match &repo {
-        Some(r) => translate::translate(k, r),
-        None => Err(translate::TranslateError::SourceKind(
-            k.spec.source_ref.kind.clone(),
-        )),
-    };
-    let t = match translated {
+    let t = match translate::translate(k, &repo) {
         Ok(t) => t,
         Err(e) => {
             let st = translate::kustomization_status(k, None, Some(&e.to_string()), &[], &now);
@@ -194,24 +228,12 @@ async fn reconcile_one(k: &Kustomization, ctx: &Ctx) -> Result<Action, Error> {
         }
     };
     let existing = syncs.get_opt(&name).await.map_err(kube_err("reading the Sync"))?;
-    if let Some(s) = &existing
-        && !s
-            .owner_references()
-            .iter()
-            .any(|o| Some(&o.uid) == k.uid().as_ref())
-    {
+    if foreign(existing.as_ref(), k) {
         let msg = format!("a Sync {ns}/{name} exists and does not belong to this Kustomization");
-        write_status(
-            &kustomizations,
-            k,
-            translate::kustomization_status(k, None, Some(&msg), &t.unsupported, &now),
-        )
-        .await?;
+        let st = translate::kustomization_status(k, None, Some(&msg), &t.unsupported, &now);
+        write_status(&kustomizations, k, st).await?;
         return Ok(Action::await_change());
     }
-    let Some(repo) = repo else {
-        return Ok(Action::await_change());
-    };
     let requested: Vec<String> = [k.annotations(), repo.annotations()]
         .iter()
         .filter_map(|a| a.get(FLUX_RECONCILE_ANNOTATION).cloned())
@@ -220,34 +242,12 @@ async fn reconcile_one(k: &Kustomization, ctx: &Ctx) -> Result<Action, Error> {
     if !requested.is_empty() {
         annotations.insert(RECONCILE_ANNOTATION.to_owned(), requested.join(" "));
     }
-    let owner = k.controller_owner_ref(&()).into_iter().collect::<Vec<_>>();
-    let desired = serde_json::json!({
-        "apiVersion": "lockstep.dev/v1alpha1",
-        "kind": "Sync",
-        "metadata": {
-            "name": name,
-            "namespace": ns,
-            "labels": {
-                FRONT_END_LABEL: "flux",
-                SOURCE_LABEL: format!("{source_ns}.{}", repo.name_any()),
-            },
-            "annotations": annotations,
-            "ownerReferences": owner,
-        },
-        "spec": t.spec,
-    });
-    let sync = syncs
-        .patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&desired),
-        )
-        .await
-        .map_err(kube_err("applying the Sync"))?;
+    let source = format!("{source_ns}.{}", repo.name_any());
+    let labels = serde_json::json!({ FRONT_END_LABEL: "flux", SOURCE_LABEL: source });
+    let sync = apply_owned_sync(&syncs, k, FIELD_MANAGER, labels, annotations, &t.spec).await?;
     let st = translate::kustomization_status(k, Some(&sync), None, &t.unsupported, &now);
     write_status(&kustomizations, k, st).await?;
     // The GitRepository's status, from every Sync that reads it.
-    let source = format!("{source_ns}.{}", repo.name_any());
     let consumers = ctx.syncs.state();
     let refs: Vec<&Sync> = consumers
         .iter()
