@@ -247,6 +247,18 @@ pub async fn wait_for(
     }
 }
 
+/// The Sync once its `Ready` is `False` for `commit` (within 90 s).
+pub async fn failed_on(client: &kube::Client, ns: &str, name: &str, commit: &str) -> Sync {
+    wait_for(client, ns, name, 90, |s| {
+        ready(s).is_some_and(|r| r.0 == "False")
+            && s.status
+                .as_ref()
+                .and_then(|st| st.last_attempted_revision.as_deref())
+                .is_some_and(|r| r.ends_with(commit))
+    })
+    .await
+}
+
 /// Waits until the Sync `ns/name` has `Ready` with status `status`; returns it.
 pub async fn wait_ready(client: &kube::Client, ns: &str, name: &str, status: &str, secs: u64) -> Sync {
     wait_for(client, ns, name, secs, |s| {

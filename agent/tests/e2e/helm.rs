@@ -52,14 +52,7 @@ fn helm(args: &[&str], env: &[(&str, &std::path::Path)]) {
 
 /// The Sync's `Ready` message once it is `False` for a new commit.
 async fn failure(client: &kube::Client, ns: &str, name: &str, commit: &str) -> (String, String) {
-    let s = wait_for(client, ns, name, 90, |s| {
-        let st = s.status.as_ref();
-        ready(s).is_some_and(|r| r.0 == "False")
-            && st
-                .and_then(|st| st.last_attempted_revision.as_deref())
-                .is_some_and(|r| r.ends_with(commit))
-    })
-    .await;
+    let s = super::fixtures::failed_on(client, ns, name, commit).await;
     let r = ready(&s).unwrap();
     (r.1, r.2)
 }

@@ -13,7 +13,8 @@ use lockstep_agent::api::Sync;
 use serde_json::json;
 
 use super::fixtures::{
-    AgeKey, Controller, Repo, age_secret, create, logs, ready, secret, setup, sync, wait_for, wait_ready,
+    AgeKey, Controller, Repo, age_secret, create, failed_on, logs, ready, secret, setup, sync, wait_for,
+    wait_ready,
 };
 
 const DEPLOY: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web-${cluster_name}\n  labels:\n    domain: ${domain:=example.com}\nspec:\n  replicas: ${replicas}\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers:\n        - name: web\n          image: registry.k8s.io/pause:3.10\n          args: [\"$${HOME}\", \"${region,,}\"]\n";
@@ -125,14 +126,7 @@ async fn post_build_substitutes_variables_as_flux_does() {
         &DEPLOY.replace("${domain:=example.com}", "${missing_var}"),
     );
     let commit = repo.commit("unset variable");
-    let s = wait_for(&client, &ns, "app", 90, |s: &Sync| {
-        ready(s).is_some_and(|(st, _, _)| st == "False")
-            && s.status
-                .as_ref()
-                .and_then(|st| st.last_attempted_revision.as_deref())
-                .is_some_and(|r| r.ends_with(&commit))
-    })
-    .await;
+    let s = failed_on(&client, &ns, "app", &commit).await;
     let (_, reason, message) = ready(&s).unwrap();
     assert_eq!(reason, "RenderFailed", "{message}");
     for part in [
