@@ -32,20 +32,8 @@ fn flux_crds() {
             .join("flux-crds")
             .canonicalize()
             .expect("Flux is not in the cache: run `cargo xtask setup`");
-        let kubectl = |args: &[&str]| {
-            let out = Command::new(peer("kubectl"))
-                .arg(format!("--kubeconfig={}", cp().kubeconfig().display()))
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "kubectl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        kubectl(&["apply", "--server-side", "-f", dir.to_str().unwrap()]);
-        kubectl(&[
+        cp().kubectl(&["apply", "--server-side", "-f", dir.to_str().unwrap()]);
+        cp().kubectl(&[
             "wait",
             "--for=condition=established",
             "--timeout=60s",
