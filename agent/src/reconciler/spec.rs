@@ -263,7 +263,7 @@ pub async fn post_build(
     Ok(PostBuildConfig {
         vars,
         always: pb.substitute_strategy == Some(crate::api::SubstituteStrategy::Always),
-        inputs: crate::sync::postbuild::inputs_digest(versions.iter().map(String::as_str)),
+        inputs: crate::render::inputs_digest(versions.iter().map(String::as_str)),
     })
 }
 

@@ -85,21 +85,19 @@ impl Chart<'_> {
     /// The digest of everything a render reads besides the revision (which the commit stands
     /// for): the archive, the `valuesFrom` objects' versions and the rendering options.
     pub fn inputs(&self, cfg: &HelmConfig) -> String {
-        let mut h = Sha256::new();
-        let mut feed = |s: &str| {
-            h.update(s.as_bytes());
-            h.update([0]);
+        let chart = match self {
+            Chart::Directory(dir) => *dir,
+            Chart::Archive { digest, .. } => *digest,
         };
-        match self {
-            Chart::Directory(dir) => feed(dir),
-            Chart::Archive { digest, .. } => feed(digest),
-        }
-        for v in &cfg.values_from {
-            feed(&v.name);
-            feed(&v.version);
-        }
-        feed(lockstep_helm::HELM_VERSION);
-        hex::encode(&h.finalize()[..16])
+        let values = cfg
+            .values_from
+            .iter()
+            .flat_map(|v| [v.name.as_str(), v.version.as_str()]);
+        super::inputs_digest(
+            std::iter::once(chart)
+                .chain(values)
+                .chain([lockstep_helm::HELM_VERSION]),
+        )
     }
 }
 

@@ -308,6 +308,18 @@ impl Render {
     }
 }
 
+/// A short digest (16 bytes, hex) of `parts`, each ended by a NUL: what a render read besides
+/// the revision (a chart's archive, the versions of the objects a Sync reads), never a value.
+pub fn inputs_digest<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
 /// Checks that a document is a Kubernetes object: `apiVersion`, `kind` and `metadata.name`.
 pub fn check_object(origin: &str, o: &Json) -> Result<(), Error> {
     Ok(lockstep_kustomize::plain::check_object(origin, o)?)

@@ -2,9 +2,8 @@
 //! objects ([`lockstep_formats::postbuild`]), before they are planned.
 
 use lockstep_formats::postbuild::{self, Options, Variables};
-use sha2::{Digest, Sha256};
 
-use crate::render::Manifest;
+use crate::render::{Manifest, inputs_digest};
 
 /// The variables of one Sync, read from its spec and the cluster.
 #[derive(Debug, Default)]
@@ -13,20 +12,9 @@ pub struct PostBuildConfig {
     pub vars: Variables,
     /// `substituteStrategy: Always`.
     pub always: bool,
-    /// A digest of the `substituteFrom` objects' identities and versions (never their values):
-    /// a change renders the commit again.
+    /// A digest ([`inputs_digest`]) of the `substituteFrom` objects' identities and versions
+    /// (never their values): a change renders the commit again.
     pub inputs: String,
-}
-
-/// A digest of `versions` (`uid/resourceVersion`, or `absent` for an optional object that is
-/// not there), for [`PostBuildConfig::inputs`].
-pub fn inputs_digest<'a>(versions: impl IntoIterator<Item = &'a str>) -> String {
-    let mut h = Sha256::new();
-    for v in versions {
-        h.update(v.as_bytes());
-        h.update([0]);
-    }
-    hex::encode(&h.finalize()[..16])
 }
 
 /// Why substitution failed: the object and the field, never a value.
